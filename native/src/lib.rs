@@ -1,0 +1,22 @@
+//! `kefu._native`: the only place where Rust meets CPython.
+//!
+//! Each submodule is a thin binding over a pure-Rust kernel crate (codec, queue, routing, textfeat):
+//! it converts types and errors and holds no policy. Nothing here knows about sockets or databases.
+//! Errors cross the boundary as Python exceptions, never as panics.
+
+use pyo3::prelude::*;
+
+mod codec;
+mod queue;
+mod routing;
+mod textfeat;
+
+#[pymodule(gil_used = false)]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    codec::register(m)?;
+    queue::register(m)?;
+    routing::register(m)?;
+    textfeat::register(m)?;
+    Ok(())
+}

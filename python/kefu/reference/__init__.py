@@ -1,0 +1,1 @@
+"""Pure-Python reference twins of the native kernels: slow, obvious, and compared with native in tests."""
