@@ -1,11 +1,166 @@
 """Type stubs for the compiled `kefu._native` module (native/src). Import it only via `kefu.compiled`."""
 
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
 __version__: str
 
 # --- frame codec ---
+
+class FrameError(ValueError):
+    """A refused kefu.bin.v1 frame. `args == (code, message)`.
+
+    `code` is the protocol error code: `"too_large"` when the frame (declared by its header or actually
+    received, or being encoded) exceeds `max_frame_size`, `"bad_frame"` for everything else.
+    """
+
+    @property
+    def code(self) -> str:
+        """`"bad_frame"` or `"too_large"`."""
+
+    @property
+    def message(self) -> str:
+        """What exactly was wrong (for logs; not part of the protocol)."""
+
+class FrameLimits:
+    """Immutable bounds applied by `decode_frame` and `encode_frame` (the same value for both).
+
+    `max_frame_size` counts the 24-byte header (must be 24..=24 + 2**32 - 1); `max_depth` counts the body
+    map as 1 (must be 1..=32); `max_container_len` bounds items per array / entries per map;
+    `max_str_len` bounds str, bin and key lengths in bytes. Invalid values raise `ValueError`.
+    """
+
+    def __init__(
+        self,
+        max_frame_size: int = 65536,
+        max_depth: int = 8,
+        max_container_len: int = 1024,
+        max_str_len: int = 65536,
+    ) -> None: ...
+    @property
+    def max_frame_size(self) -> int: ...
+    @property
+    def max_depth(self) -> int: ...
+    @property
+    def max_container_len(self) -> int: ...
+    @property
+    def max_str_len(self) -> int: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+FRAME_TYPES: dict[str, int]
+"""Frame type name (the `"t"` value) → header type code, 1..16."""
+
+HEADER_SIZE: int
+"""Size of the fixed little-endian frame header: 24."""
+
+def decode_frame(data: bytes | bytearray | memoryview, limits: FrameLimits | None = None) -> dict[str, Any]:
+    """Decode one whole binary frame into `{"t": name, "conv"?: int, "seq"?: int, **fields}`.
+
+    `conv` / `seq` come from the header and are present only when non-zero. Values are None, bool,
+    int, float (finite), str, bytes, list and dict (str keys). Raises `FrameError` for any malformed or
+    oversized frame, `TypeError` if `data` is not bytes-like. Never allocates from a declared length
+    before checking it against the bytes present and `limits`.
+    """
+
+def encode_frame(frame: dict[str, Any], limits: FrameLimits | None = None) -> bytes:
+    """Encode `{"t": name, "conv"?: int, "seq"?: int, **fields}` into canonical kefu.bin.v1 bytes.
+
+    `conv`/`seq` (ints in 0..2**64) go to the header; all other keys form the body map (no body when
+    there are none). Canonical msgpack: smallest int/str/bin/array/map forms, float64, dict order kept;
+    tuples and bytearrays are accepted as arrays / bin. Raises `TypeError` for a value of a type outside
+    the model (or a non-str key), `FrameError("bad_frame")` for an unknown `"t"`, out-of-range ints,
+    NaN/±Inf, lone surrogates or limit violations, and `FrameError("too_large")` past `max_frame_size`.
+    Whatever it returns, `decode_frame` accepts under the same limits.
+    """
 
 # --- MPMC queue ---
 
 # --- routing scorer ---
 
+ROUTING_EXCLUSION_REASONS: int
+"""Number of exclusion reason codes returned by `score_agents` (0 not online, 1 other site,
+2 excluded, 3 at capacity, 4 language, 5 skill)."""
+
+def score_agents(
+    candidates: NDArray[np.int32],
+    geohash: NDArray[np.uint64],
+    geo_valid: NDArray[np.uint8],
+    deesc: NDArray[np.float32],
+    lang: NDArray[np.uint8],
+    load: NDArray[np.uint16],
+    capacity: NDArray[np.uint16],
+    status: NDArray[np.uint8],
+    last_assigned: NDArray[np.float64],
+    site: NDArray[np.int32],
+    skill_indptr: NDArray[np.int64],
+    skill_agents: NDArray[np.int32],
+    skill_proficiency: NDArray[np.float32],
+    scratch_credit: NDArray[np.float64],
+    scratch_depth: NDArray[np.uint8],
+    *,
+    site_id: int,
+    lang_bits: int,
+    visitor_geohash: int | None,
+    geo_precision: int,
+    p_neg: float,
+    skill_path: Sequence[int],
+    no_skill_value: float,
+    min_skill_match: float,
+    excluded: Sequence[int],
+    now: float,
+    fairness_horizon_s: float,
+    weights: tuple[float, float, float, float, float],
+    top_k: int,
+    excluded_sample: int,
+) -> tuple[
+    list[tuple[int, float, float, float, float, float, float]],
+    tuple[int, int, int, int, int, int],
+    list[tuple[int, int]],
+    int,
+]:
+    """Scores one conversation against `candidates` (indices into the agent columns) in one native
+    pass with the GIL released.
+
+    Filters (first failing one is the reason counted): status online, `site == site_id` (when
+    `site_id >= 0`), not in `excluded`, `load < capacity`, `lang & lang_bits` (when `lang_bits`),
+    skill match depth ratio >= `min_skill_match` (when `skill_path`). Score =
+    w·(geo, sent, skill, load, fair) with the formulas of kefu.reference.routing. Returns
+    `(top, excluded_counts, excluded_sample, eligible)`; `top` rows are
+    `(index, score, geo, sent, skill, load, fair)`, best first (ties: lower load ratio, older
+    `last_assigned`, lower index). The scratch arrays must be zero and are left zero.
+    Raises ValueError on inconsistent arrays or out-of-range indices.
+    """
+
 # --- sentiment featuriser ---
+
+FEATURIZER_VERSION: str
+"""Version of the featuriser contract (docs/sentiment.md); models record it and the runtime checks it."""
+
+class Featurizer:
+    """Text -> sorted unique hashed n-gram ids (the sentiment model's input); immutable, thread-safe.
+
+    `lexicon` maps `[a-z0-9']+` tokens to integer buckets (VADER valence, rounded); each token found
+    adds the id of its bucket. Raises ValueError unless 1 <= bits <= 30.
+    """
+
+    def __init__(self, bits: int = 18, lexicon: dict[str, int] | None = None) -> None: ...
+    @property
+    def bits(self) -> int:
+        """Hash width: ids are in [0, 2**bits)."""
+    @property
+    def lexicon_size(self) -> int:
+        """Number of lexicon entries."""
+    def featurize(self, text: str) -> NDArray[np.int64]:
+        """Sorted unique int64 ids of one text (at most 512; never empty)."""
+    def featurize_batch(self, texts: list[str]) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """ids int64 (B, L) and mask float32 (B, L), rows padded with id 0 / mask 0; releases the GIL."""
+
+def featurize(text: str, bits: int = 18) -> NDArray[np.int64]:
+    """Sorted unique int64 ids of one text, without a lexicon."""
+
+def featurize_batch(texts: list[str], bits: int = 18) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Padded ids int64 (B, L) and mask float32 (B, L) for a list of texts, without a lexicon."""

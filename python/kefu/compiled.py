@@ -8,6 +8,9 @@ A missing build raises ImportError here: Kefu never falls back to the slow twin 
 
 from __future__ import annotations
 
+from json import dumps as _json_dumps
+from json import loads as _json_loads
+
 from kefu import _native
 from kefu_engine import gateway as _gateway
 
@@ -15,10 +18,44 @@ NATIVE_VERSION: str = _native.__version__
 
 # --- frame codec (native/codec) -------------------------------------------------------------------
 
+# kefu.bin.v1 frames: 24-byte header + bounded msgpack body. Twin: kefu.reference.codec.
+FrameError = _native.FrameError
+FrameLimits = _native.FrameLimits
+decode_frame = _native.decode_frame
+encode_frame = _native.encode_frame
+FRAME_TYPES: dict[str, int] = _native.FRAME_TYPES
+HEADER_SIZE: int = _native.HEADER_SIZE
+
 # --- lock-free MPMC queue (native/queue) ----------------------------------------------------------
 
 # --- routing scorer (native/routing) --------------------------------------------------------------
 
+score_agents = _native.score_agents
+ROUTING_EXCLUSION_REASONS: int = _native.ROUTING_EXCLUSION_REASONS
+
 # --- sentiment featuriser (native/textfeat) -------------------------------------------------------
 
+FEATURIZER_VERSION: str = _native.FEATURIZER_VERSION
+Featurizer = _native.Featurizer
+featurize = _native.featurize
+featurize_batch = _native.featurize_batch
+
 # --- WebSocket gateway (engine/) ------------------------------------------------------------------
+
+Connection = _gateway.Connection
+GatewayLimits = _gateway.Limits
+send_to_all = _gateway.send_to_all
+CLOSE_SLOW_CONSUMER: int = _gateway.CLOSE_SLOW_CONSUMER
+CLOSE_RATE_LIMITED: int = _gateway.CLOSE_RATE_LIMITED
+CLOSE_IDLE: int = _gateway.CLOSE_IDLE
+CLOSE_REPLACED: int = _gateway.CLOSE_REPLACED
+CLOSE_REVOKED: int = _gateway.CLOSE_REVOKED
+
+
+def encode_json(frame: dict) -> bytes:
+    """A `kefu.json.v1` frame: compact UTF-8 JSON (non-ASCII kept as is: Chinese text stays small)."""
+    return _json_dumps(frame, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+# The gateway decodes binary frames with the native codec; wiring happens here, at import, once.
+_gateway.configure(decode_frame, encode_frame, _json_loads, encode_json, FrameError)

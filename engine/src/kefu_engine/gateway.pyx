@@ -1,6 +1,281 @@
-# cython: freethreading_compatible = False
-"""Placeholder: replaced by the gateway listener."""
-from picows.picows cimport WSListener
+# cython: language_level=3
+"""The per-connection WebSocket hot path of Kefu, over picows' C-level API.
 
-cdef class Probe(WSListener):
-    pass
+A `Connection` is one accepted WebSocket. picows calls its `on_ws_frame` through a C vtable for
+every frame; the connection reassembles fragments under a size bound, applies the per-connection
+rate limit, decodes the frame (JSON text for ``kefu.json.v1``, the native binary codec for
+``kefu.bin.v1``) into a dict and hands it to the hub (Python policy) with ``hub.on_frame(conn, frame)``.
+
+Sending goes the other way: the hub encodes a frame once per format and calls `send_to_all` (one C
+loop over the subscribers) or `Connection.send_frame`. Writes are bounded per connection: once the
+transport asks us to pause, at most ``max_pending_bytes`` more may be queued, then the slow consumer
+is closed (4001). Nothing is ever buffered without limit.
+
+This module imports no other Kefu module: the binary codec and the JSON encoder are injected with
+`configure()` by `kefu.compiled`, the one place that wires compiled modules together.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdint cimport uint64_t
+from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+
+import time
+
+# Injected by configure(): the native codec and JSON functions, and the codec's error class.
+cdef object _decode_binary = None
+cdef object _encode_binary = None
+cdef object _json_loads = None
+cdef object _json_dumps = None
+cdef object _FrameError = None
+cdef object _monotonic = time.monotonic
+
+# Application close codes (4000 + n), documented in docs/protocol.md.
+CLOSE_SLOW_CONSUMER = 4001
+CLOSE_RATE_LIMITED = 4002
+CLOSE_IDLE = 4003
+CLOSE_REPLACED = 4004
+CLOSE_REVOKED = 1008
+
+
+def configure(decode_binary, encode_binary, json_loads, json_dumps, frame_error):
+    """Inject the codec: ``decode_binary(bytes) -> dict`` raising ``frame_error(code, msg)`` on bad
+    input, ``encode_binary(dict) -> bytes``, ``json_loads(bytes) -> object`` and
+    ``json_dumps(dict) -> bytes``."""
+    global _decode_binary, _encode_binary, _json_loads, _json_dumps, _FrameError
+    _decode_binary = decode_binary
+    _encode_binary = encode_binary
+    _json_loads = json_loads
+    _json_dumps = json_dumps
+    _FrameError = frame_error
+
+
+cdef class Limits:
+    """Per-connection bounds, shared by all connections of a server."""
+
+    cdef readonly Py_ssize_t max_message_size
+    cdef readonly Py_ssize_t max_pending_bytes
+    cdef readonly double rate_per_s
+    cdef readonly double burst
+    cdef readonly int max_rate_violations
+
+    def __init__(self, Py_ssize_t max_message_size=65536, Py_ssize_t max_pending_bytes=1 << 20,
+                 double rate_per_s=50.0, double burst=100.0, int max_rate_violations=50):
+        if max_message_size <= 0 or max_pending_bytes <= 0 or rate_per_s <= 0 or burst < 1:
+            raise ValueError("limits must be positive")
+        self.max_message_size = max_message_size
+        self.max_pending_bytes = max_pending_bytes
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.max_rate_violations = max_rate_violations
+
+
+cdef class Connection(WSListener):
+    """One WebSocket connection: identity (set from the token before the upgrade), wire format,
+    reassembly, rate limit and bounded sending. Policy lives in the hub."""
+
+    cdef readonly object hub
+    cdef readonly object principal
+    cdef readonly bint binary
+    cdef readonly WSTransport transport
+    cdef readonly Limits limits
+    cdef readonly bint closed
+    # Hub-owned state: subscribed conversation ids and whatever else the hub keeps per connection.
+    cdef public object subscriptions
+    cdef public object state
+    cdef public double last_rx
+    cdef public bint ping_outstanding
+
+    cdef bytearray _fragments
+    cdef WSMsgType _fragment_type
+    cdef double _tokens
+    cdef double _refilled_at
+    cdef int _rate_violations
+    cdef bint _paused
+    cdef Py_ssize_t _pending_bytes
+    cdef readonly uint64_t frames_in
+    cdef readonly uint64_t frames_out
+
+    def __init__(self, hub, principal, bint binary, Limits limits):
+        self.hub = hub
+        self.principal = principal
+        self.binary = binary
+        self.limits = limits
+        self.subscriptions = set()
+        self.state = None
+        self._fragments = None
+        self._tokens = limits.burst
+        self._refilled_at = _monotonic()
+        self.last_rx = self._refilled_at
+
+    @property
+    def paused(self):
+        return self._paused
+
+    # --- picows callbacks ---------------------------------------------------------------------
+
+    cpdef on_ws_connected(self, WSTransport transport):
+        self.transport = transport
+        self.hub.on_connected(self)
+
+    cpdef on_ws_disconnected(self, WSTransport transport):
+        self.closed = True
+        self._fragments = None
+        self.hub.on_disconnected(self)
+
+    cpdef pause_writing(self):
+        self._paused = True
+        self._pending_bytes = 0
+
+    cpdef resume_writing(self):
+        self._paused = False
+        self._pending_bytes = 0
+
+    cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
+        cdef WSMsgType msg_type = frame.msg_type
+        self.last_rx = _monotonic()
+        self.ping_outstanding = False
+        if msg_type == WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code(), frame.get_close_message())
+            transport.disconnect()
+            return
+        if msg_type == WSMsgType.PING or msg_type == WSMsgType.PONG:
+            return  # picows answers pings; any frame counts as liveness
+        if msg_type == WSMsgType.CONTINUATION:
+            if self._fragments is None:
+                self.close(WSCloseCode.PROTOCOL_ERROR, b"continuation without a start")
+                return
+            if len(self._fragments) + frame.payload_size > self.limits.max_message_size:
+                self.close(WSCloseCode.MESSAGE_TOO_BIG, b"message too big")
+                return
+            self._fragments += frame.get_payload_as_memoryview()
+            if not frame.fin:
+                return
+            payload = bytes(self._fragments)
+            msg_type = self._fragment_type
+            self._fragments = None
+        elif not frame.fin:
+            if self._fragments is not None:
+                self.close(WSCloseCode.PROTOCOL_ERROR, b"new message inside a fragmented one")
+                return
+            if frame.payload_size > self.limits.max_message_size:
+                self.close(WSCloseCode.MESSAGE_TOO_BIG, b"message too big")
+                return
+            self._fragments = bytearray(frame.get_payload_as_memoryview())
+            self._fragment_type = msg_type
+            return
+        else:
+            if frame.payload_size > self.limits.max_message_size:
+                self.close(WSCloseCode.MESSAGE_TOO_BIG, b"message too big")
+                return
+            payload = frame.get_payload_as_bytes()
+        self._on_message(msg_type, payload)
+
+    # --- receiving ------------------------------------------------------------------------------
+
+    cdef inline bint _take_token(self):
+        cdef double now = self.last_rx
+        cdef double tokens = self._tokens + (now - self._refilled_at) * self.limits.rate_per_s
+        self._refilled_at = now
+        if tokens > self.limits.burst:
+            tokens = self.limits.burst
+        if tokens < 1.0:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+    cdef _on_message(self, WSMsgType msg_type, bytes payload):
+        self.frames_in += 1
+        if not self._take_token():
+            self._rate_violations += 1
+            if self._rate_violations > self.limits.max_rate_violations:
+                self.close(CLOSE_RATE_LIMITED, b"rate limit exceeded")
+            else:
+                self.send_error("rate_limited", "too many frames; slow down", None)
+            return
+        self._rate_violations = 0
+        if self.binary:
+            if msg_type != WSMsgType.BINARY:
+                self.send_error("bad_frame", "kefu.bin.v1 carries binary frames only", None)
+                return
+            try:
+                frame = _decode_binary(payload)
+            except _FrameError as exc:
+                self.send_error(exc.args[0], exc.args[1], None)
+                return
+        else:
+            if msg_type != WSMsgType.TEXT:
+                self.send_error("bad_frame", "kefu.json.v1 carries text frames only", None)
+                return
+            try:
+                frame = _json_loads(payload)
+            except (ValueError, RecursionError):
+                self.send_error("bad_frame", "not valid UTF-8 JSON", None)
+                return
+            if type(frame) is not dict:
+                self.send_error("bad_frame", "a frame is a JSON object", None)
+                return
+        if type(frame.get("t")) is not str:
+            self.send_error("bad_frame", "missing frame type 't'", None)
+            return
+        self.hub.on_frame(self, frame)
+
+    # --- sending --------------------------------------------------------------------------------
+
+    cdef inline bint _send_bytes(self, bytes payload):
+        """Queue one encoded frame; close the connection instead of buffering past the bound."""
+        if self.closed or self.transport is None or payload is None:
+            return False
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
+        if self._paused:
+            self._pending_bytes += size
+            if self._pending_bytes > self.limits.max_pending_bytes:
+                self.hub.on_slow_consumer(self)
+                self.close(CLOSE_SLOW_CONSUMER, b"slow consumer", graceful=False)
+                return False
+        self.transport.send_reuse_external_buffer(
+            WSMsgType.BINARY if self.binary else WSMsgType.TEXT,
+            PyBytes_AS_STRING(payload), size)
+        self.frames_out += 1
+        return True
+
+    def send_encoded(self, bytes json_payload, bytes binary_payload):
+        """Send a frame already encoded in both formats; picks the one this connection speaks."""
+        return self._send_bytes(binary_payload if self.binary else json_payload)
+
+    def send_frame(self, dict frame):
+        """Encode `frame` in this connection's format and send it."""
+        if self.binary:
+            return self._send_bytes(_encode_binary(frame))
+        return self._send_bytes(_json_dumps(frame))
+
+    def send_error(self, str code, str message, ref):
+        frame = {"t": "error", "code": code, "msg": message}
+        if ref is not None:
+            frame["ref"] = ref
+        return self.send_frame(frame)
+
+    def send_ping(self):
+        if not self.closed and self.transport is not None:
+            self.ping_outstanding = True
+            self.transport.send_ping()
+
+    def close(self, int code=1000, bytes reason=b"", bint graceful=True):
+        """Send a close frame and disconnect. With graceful=False the socket is aborted at once
+        (used for slow consumers, whose buffers may never drain)."""
+        if self.closed or self.transport is None:
+            return
+        self.closed = True
+        self.transport.send_close(<WSCloseCode>code, reason)
+        self.transport.disconnect(graceful)
+
+
+def send_to_all(connections, bytes json_payload, bytes binary_payload):
+    """Fan one frame out to many connections: each gets the encoding of its own subprotocol.
+    `binary_payload` may be None when no subscriber speaks kefu.bin.v1. Returns the count sent."""
+    cdef Connection conn
+    cdef Py_ssize_t sent = 0
+    for conn in connections:
+        if conn._send_bytes(binary_payload if conn.binary else json_payload):
+            sent += 1
+    return sent

@@ -1,0 +1,673 @@
+"""The hub: conversation policy over the gateway's connections (PROTOCOL.md, delivery rules).
+
+The Cython gateway hands every decoded frame to `Hub.on_frame`. The hub checks identity (from the
+token, never from the frame), membership and limits, talks to storage, asks the router, and fans
+frames out encoded once per wire format.
+
+Delivery invariants kept here:
+- `ack` only after `storage.append_message` resolved, i.e. after the durable commit;
+- per conversation, subscribers get `msg` frames in `seq` order, without gaps or duplicates: live
+  fan-out is released in seq order (`_release_in_order`), and a resuming connection is registered
+  for live frames *before* storage is read, buffering live frames until the replay is written,
+  then deduplicating by seq (the Rocket.Chat reconnect race in anchors/reliability-security.md);
+- a retried cmid gets the original seq and is not fanned out again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kefu import compiled
+from kefu.auth import Principal
+from kefu.bus import Bus, BusEvent
+from kefu.config import Config
+from kefu.metrics import Metrics
+from kefu.realtime import frames as F
+from kefu.realtime.assignment import AgentInfo, Assigned, Outcome, Queued, RouteRequest, Router
+from kefu.realtime.frames import ProtocolError
+from kefu.storage.base import (
+    Agent, Conversation, NewMessage, NotFound, Storage, StorageError, StoredMessage,
+)
+
+log = logging.getLogger("kefu.hub")
+
+OPEN_STATES = ("queued", "assigned", "transferred")
+# How long a seq gap in live fan-out may wait for its message before storage fills it.
+GAP_FILL_DELAY_S = 0.5
+
+
+@dataclass(slots=True)
+class ConnState:
+    """Hub-side state of one connection (kept in `Connection.state`)."""
+
+    greeted: bool = False
+    replay_buffers: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    typing_sent: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ConvRuntime:
+    """What the hub keeps in memory about a conversation it has touched."""
+
+    conv: Conversation
+    fanned_seq: int  # highest seq written to live subscribers
+    pending: dict[int, dict[str, Any]] = field(default_factory=dict)  # seq → msg frame, out of order
+    gap_timer: asyncio.TimerHandle | None = None
+    accepted: bool = False
+
+
+class Hub:
+    def __init__(self, config: Config, storage: Storage, bus: Bus, router: Router, metrics: Metrics,
+                 *, sentiment: Callable[[str], float] | None = None) -> None:
+        self.config = config
+        self.storage = storage
+        self.bus = bus
+        self.router = router
+        self.metrics = metrics
+        self.sentiment = sentiment
+        self.limits = compiled.GatewayLimits(
+            max_message_size=config.max_message_size, max_pending_bytes=config.max_pending_bytes,
+            rate_per_s=config.rate_per_s, burst=config.rate_burst)
+        self.connections: set[compiled.Connection] = set()
+        self.by_principal: dict[str, set[compiled.Connection]] = {}
+        self.subscribers: dict[int, set[compiled.Connection]] = {}
+        self.replaying: dict[int, set[compiled.Connection]] = {}
+        self.convs: dict[int, ConvRuntime] = {}
+        self.agents: dict[str, Agent] = {}
+        self.online_agents: set[str] = set()
+        self._offline_timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._epoch = ""
+        self._handlers: dict[str, Callable[[compiled.Connection, Principal, dict[str, Any]], Any]] = {
+            "hello": self._on_hello, "open": self._on_open, "send": self._on_send,
+            "typing": self._on_typing, "read": self._on_read, "accept": self._on_accept,
+            "transfer": self._on_transfer, "close": self._on_close, "ping": self._on_ping,
+        }
+        metrics.gauge("kefu_connections", "open WebSocket connections", lambda: len(self.connections))
+        metrics.gauge("kefu_agents_online", "agents with at least one connection", lambda: len(self.online_agents))
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._epoch = await self.storage.epoch()
+        await self.bus.start(self._on_bus_event)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+        for conn in list(self.connections):
+            conn.close(1001, b"server shutting down")
+        for timer in self._offline_timers.values():
+            timer.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("hub task failed", exc_info=task.exception())
+
+    # --- gateway callbacks ----------------------------------------------------------------------
+    def new_connection(self, principal: Principal, binary: bool) -> compiled.Connection:
+        conn = compiled.Connection(self, principal, binary, self.limits)
+        conn.state = ConnState()
+        return conn
+
+    def on_connected(self, conn: compiled.Connection) -> None:
+        self.connections.add(conn)
+        principal: Principal = conn.principal
+        self.by_principal.setdefault(principal.id, set()).add(conn)
+        timer = self._offline_timers.pop(principal.id, None)
+        if timer is not None:
+            timer.cancel()
+        self.metrics.inc("kefu_connections_total")
+        log.info("connect %s %s %s", principal.role, principal.id, "bin" if conn.binary else "json")
+
+    def on_disconnected(self, conn: compiled.Connection) -> None:
+        self.connections.discard(conn)
+        principal: Principal = conn.principal
+        for conv_id in conn.subscriptions:
+            self._drop_subscription(conn, conv_id)
+        conn.subscriptions.clear()
+        peers = self.by_principal.get(principal.id)
+        if peers is not None:
+            peers.discard(conn)
+            if not peers:
+                del self.by_principal[principal.id]
+                if principal.id in self.online_agents:
+                    loop = asyncio.get_running_loop()
+                    self._offline_timers[principal.id] = loop.call_later(
+                        self.config.agent_offline_grace_s, self._agent_offline, principal.id)
+
+    def on_slow_consumer(self, conn: compiled.Connection) -> None:
+        self.metrics.inc("kefu_slow_consumers_closed_total")
+        log.warning("closing slow consumer %s", conn.principal.id)
+
+    def on_frame(self, conn: compiled.Connection, frame: dict[str, Any]) -> None:
+        kind = frame["t"]
+        handler = self._handlers.get(kind)
+        if handler is None:
+            conn.send_error("bad_frame", f"unknown frame type {kind[:32]!r}", None)
+            return
+        state: ConnState = conn.state
+        if not state.greeted and kind not in ("hello", "ping"):
+            conn.send_error("bad_frame", "send 'hello' first", kind)
+            return
+        try:
+            result = handler(conn, conn.principal, frame)
+        except ProtocolError as error:
+            conn.send_error(error.code, error.message, self._ref(frame))
+            return
+        if result is not None:
+            self._spawn(self._guard(conn, frame, result))
+
+    async def _guard(self, conn: compiled.Connection, frame: dict[str, Any], work: Awaitable[Any]) -> None:
+        """Run an async handler; turn failures into the protocol's error frames."""
+        try:
+            await work
+        except ProtocolError as error:
+            conn.send_error(error.code, error.message, self._ref(frame))
+        except NotFound:
+            conn.send_error("not_found", "no such conversation", self._ref(frame))
+        except StorageError:
+            self.metrics.inc("kefu_storage_errors_total")
+            log.exception("storage failed")
+            conn.send_error("unavailable", "storage unavailable; nothing was stored, retry later",
+                            self._ref(frame))
+
+    @staticmethod
+    def _ref(frame: dict[str, Any]) -> Any:
+        cmid = frame.get("cmid")
+        return cmid if type(cmid) is str and len(cmid) <= 64 else frame.get("t")
+
+    # --- access control -------------------------------------------------------------------------
+    async def _conversation(self, conv_id: int) -> ConvRuntime:
+        runtime = self.convs.get(conv_id)
+        if runtime is None:
+            conv = await self.storage.get_conversation(conv_id)
+            if conv is None:
+                raise ProtocolError("not_found", "no such conversation")
+            runtime = self.convs.get(conv_id)  # another task may have loaded it meanwhile
+            if runtime is None:
+                runtime = self.convs[conv_id] = ConvRuntime(conv, fanned_seq=conv.last_seq)
+        return runtime
+
+    def _can_access(self, principal: Principal, conv: Conversation) -> bool:
+        if conv.site_id != principal.site_id:
+            return False
+        if principal.role == "visitor":
+            return conv.visitor_id == principal.id
+        if principal.role == "admin":
+            return True
+        if conv.agent_id == principal.id:
+            return True
+        agent = self.agents.get(principal.id)
+        return bool(agent and conv.team and conv.team in agent.teams)
+
+    async def _accessible(self, principal: Principal, conv_id: int) -> ConvRuntime:
+        """The conversation if `principal` may see it; otherwise not_found (no existence oracle)."""
+        runtime = await self._conversation(conv_id)
+        if not self._can_access(principal, runtime.conv):
+            raise ProtocolError("not_found", "no such conversation")
+        return runtime
+
+    # --- subscriptions and fan-out --------------------------------------------------------------
+    def _subscribe_live(self, conn: compiled.Connection, conv_id: int) -> None:
+        conn.subscriptions.add(conv_id)
+        self.subscribers.setdefault(conv_id, set()).add(conn)
+
+    def _drop_subscription(self, conn: compiled.Connection, conv_id: int) -> None:
+        for table in (self.subscribers, self.replaying):
+            members = table.get(conv_id)
+            if members is not None:
+                members.discard(conn)
+                if not members:
+                    del table[conv_id]
+        conn.state.replay_buffers.pop(conv_id, None)
+
+    def _unsubscribe_principal(self, principal_id: str, conv_id: int) -> None:
+        for conn in self.by_principal.get(principal_id, ()):
+            conn.subscriptions.discard(conv_id)
+            self._drop_subscription(conn, conv_id)
+
+    def _broadcast(self, conv_id: int, frame: dict[str, Any], *, skip_principal: str | None = None) -> int:
+        """Encode `frame` once per wire format and write it to every live subscriber of the
+        conversation; connections still replaying buffer it."""
+        members = self.subscribers.get(conv_id)
+        replaying = self.replaying.get(conv_id)
+        if replaying:
+            for conn in replaying:
+                conn.state.replay_buffers[conv_id].append(frame)
+        if not members:
+            return 0
+        targets: Iterable[compiled.Connection] = members
+        if skip_principal is not None:
+            targets = [c for c in members if c.principal.id != skip_principal]
+        else:
+            targets = tuple(members)  # a send may close a slow consumer and shrink the set
+        json_payload = compiled.encode_json(frame)
+        binary_payload = compiled.encode_frame(frame) if any(c.binary for c in targets) else None
+        return compiled.send_to_all(targets, json_payload, binary_payload)
+
+    def _send_to_principal(self, principal_id: str, frame: dict[str, Any]) -> None:
+        for conn in tuple(self.by_principal.get(principal_id, ())):
+            conn.send_frame(frame)
+
+    def _release_in_order(self, runtime: ConvRuntime, frame: dict[str, Any]) -> None:
+        """Fan out message frames in seq order: hold early arrivals, release runs, fill stuck gaps."""
+        seq = frame["seq"]
+        if seq <= runtime.fanned_seq:
+            return
+        runtime.pending[seq] = frame
+        while runtime.fanned_seq + 1 in runtime.pending:
+            runtime.fanned_seq += 1
+            self._broadcast(runtime.conv.id, runtime.pending.pop(runtime.fanned_seq))
+        if runtime.pending and runtime.gap_timer is None:
+            loop = asyncio.get_running_loop()
+            runtime.gap_timer = loop.call_later(GAP_FILL_DELAY_S, self._schedule_gap_fill, runtime)
+
+    def _schedule_gap_fill(self, runtime: ConvRuntime) -> None:
+        runtime.gap_timer = None
+        if runtime.pending:
+            self._spawn(self._fill_gap(runtime))
+
+    async def _fill_gap(self, runtime: ConvRuntime) -> None:
+        missing_until = min(runtime.pending) - 1
+        stored = await self.storage.messages_after(runtime.conv.id, runtime.fanned_seq,
+                                                   missing_until - runtime.fanned_seq)
+        for message in stored:
+            self._release_in_order(runtime, self._msg_frame(message))
+        if runtime.pending and min(runtime.pending) == runtime.fanned_seq + 1:
+            self._release_in_order(runtime, runtime.pending.pop(runtime.fanned_seq + 1))
+
+    @staticmethod
+    def _msg_frame(message: StoredMessage) -> dict[str, Any]:
+        sender: dict[str, Any] = {"id": message.sender_id, "role": message.sender_role}
+        if message.sender_name:
+            sender["name"] = message.sender_name
+        frame: dict[str, Any] = {"t": "msg", "conv": message.conv, "seq": message.seq, "cmid": message.cmid,
+                                 "from": sender, "text": message.text, "kind": message.kind, "ts": message.ts}
+        if message.meta:
+            frame["meta"] = message.meta
+        return frame
+
+    async def _replay_then_live(self, conn: compiled.Connection, runtime: ConvRuntime, after_seq: int) -> None:
+        """Register for live frames first, read what was missed, send it, then drain what arrived
+        meanwhile, deduplicated by seq. Ends with `replayed`."""
+        conv_id = runtime.conv.id
+        conn.subscriptions.add(conv_id)
+        conn.state.replay_buffers[conv_id] = []
+        self.replaying.setdefault(conv_id, set()).add(conn)
+        limited = False
+        try:
+            newest = max(runtime.fanned_seq, runtime.conv.last_seq)
+            start = after_seq
+            if newest - after_seq > self.config.replay_limit:
+                start, limited = newest - self.config.replay_limit, True
+            stored = await self.storage.messages_after(conv_id, start, self.config.replay_limit)
+        except BaseException:
+            self._drop_subscription(conn, conv_id)
+            conn.subscriptions.discard(conv_id)
+            raise
+        if conn.closed or conv_id not in conn.subscriptions:
+            return
+        last_sent = after_seq
+        for message in stored:
+            if message.seq > last_sent:
+                conn.send_frame(self._msg_frame(message))
+                last_sent = message.seq
+        buffered = conn.state.replay_buffers.pop(conv_id, [])
+        self.replaying.get(conv_id, set()).discard(conn)
+        if not self.replaying.get(conv_id):
+            self.replaying.pop(conv_id, None)
+        for frame in buffered:
+            if frame.get("t") == "msg":
+                if frame["seq"] <= last_sent:
+                    continue
+                last_sent = frame["seq"]
+            conn.send_frame(frame)
+        self.subscribers.setdefault(conv_id, set()).add(conn)
+        conn.send_frame({"t": "replayed", "conv": conv_id, "last_seq": last_sent, "limited": limited})
+
+    def _conv_frame(self, runtime: ConvRuntime, **extra: Any) -> dict[str, Any]:
+        conv = runtime.conv
+        frame: dict[str, Any] = {"t": "conv", "conv": conv.id, "state": conv.state}
+        if conv.agent_id:
+            frame["agent"] = conv.agent_id
+        frame.update({k: v for k, v in extra.items() if v is not None})
+        return frame
+
+    # --- frame handlers -------------------------------------------------------------------------
+    def _on_ping(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"t": "pong"}
+        if type(frame.get("n")) is int:
+            reply["n"] = frame["n"]
+        conn.send_frame(reply)
+
+    def _on_hello(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> Awaitable[None]:
+        if conn.state.greeted:
+            raise ProtocolError("conflict", "hello was already received on this connection")
+        resume = F.resume_map(frame)
+        conn.state.greeted = True
+        return self._hello(conn, principal, resume)
+
+    async def _hello(self, conn: compiled.Connection, principal: Principal, resume: dict[int, int]) -> None:
+        if principal.role == "visitor":
+            convs = await self.storage.list_conversations(visitor_id=principal.id, states=OPEN_STATES)
+        else:
+            await self._agent_connected(principal)
+            convs = await self.storage.list_conversations(agent_id=principal.id, states=OPEN_STATES)
+        runtimes = []
+        for conv in convs:
+            runtime = self.convs.get(conv.id)
+            if runtime is None:
+                runtime = self.convs[conv.id] = ConvRuntime(conv, fanned_seq=conv.last_seq)
+            runtimes.append(runtime)
+        conn.send_frame({
+            "t": "welcome", "who": {"id": principal.id, "role": principal.role}, "epoch": self._epoch,
+            "convs": [{"conv": r.conv.id, "last_seq": max(r.fanned_seq, r.conv.last_seq), "state": r.conv.state}
+                      for r in runtimes],
+        })
+        listed = {r.conv.id for r in runtimes}
+        for runtime in runtimes:
+            if runtime.conv.id not in resume:
+                self._subscribe_live(conn, runtime.conv.id)
+        for conv_id, last_seq in resume.items():
+            try:
+                runtime = await self._accessible(principal, conv_id)
+            except ProtocolError as error:
+                conn.send_error(error.code, error.message, "hello")
+                continue
+            if conv_id not in listed and runtime.conv.state == "closed":
+                pass  # a closed conversation can still be resumed to collect its last messages
+            await self._replay_then_live(conn, runtime, last_seq)
+
+    def _on_open(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> Awaitable[None]:
+        if principal.role != "visitor":
+            raise ProtocolError("forbidden", "only visitors open conversations")
+        text = F.text(frame, self.config.max_text_bytes, required=False)
+        return self._open(conn, principal, text, F.tags(frame))
+
+    async def _open(self, conn: compiled.Connection, principal: Principal, text: str | None,
+                    tags: tuple[str, ...]) -> None:
+        conv, created = await self.storage.open_conversation(principal.site_id, principal.id, tags)
+        runtime = self.convs.get(conv.id)
+        if runtime is None:
+            runtime = self.convs[conv.id] = ConvRuntime(conv, fanned_seq=conv.last_seq)
+        for peer in tuple(self.by_principal.get(principal.id, ())):
+            if conv.id not in peer.subscriptions:
+                self._subscribe_live(peer, conv.id)
+        if not created:
+            position = self.router.queue_position(conv.id) if conv.state == "queued" else None
+            conn.send_frame(self._conv_frame(runtime, position=position[0] if position else None,
+                                             eta_s=round(position[1], 1) if position else None))
+            return
+        p_neg = 0.0
+        if text:
+            await self._store_and_fan_out(runtime, NewMessage(
+                conv=conv.id, cmid=f"open-{conv.id}", sender_id=principal.id, sender_role="visitor",
+                sender_name=principal.name, text=text))
+            p_neg = self.sentiment(text) if self.sentiment else 0.0
+        visitor = await self.storage.get_visitor(principal.id)
+        request = RouteRequest(
+            conv_id=conv.id, site_id=principal.site_id, visitor_id=principal.id,
+            skill_path=tags[0] if tags else None, lang=visitor.lang if visitor else None,
+            visitor_geo=visitor.geo if visitor else None, p_neg=p_neg,
+            preferred_agent=visitor.last_agent_id if visitor else None)
+        outcome = self.router.conversation_opened(request, time.time())
+        await self._apply(outcome)
+
+    def _on_send(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> Awaitable[None]:
+        conv_id = F.conv_id(frame)
+        message = NewMessage(
+            conv=conv_id, cmid=F.cmid(frame, self.config.max_cmid_len), sender_id=principal.id,
+            sender_role=principal.role, sender_name=principal.name,
+            text=F.text(frame, self.config.max_text_bytes, required=True) or "",
+            kind=F.kind(frame), meta=F.meta(frame))
+        return self._send(conn, principal, message, time.perf_counter())
+
+    async def _send(self, conn: compiled.Connection, principal: Principal, message: NewMessage,
+                    received_at: float) -> None:
+        runtime = await self._accessible(principal, message.conv)
+        if runtime.conv.state == "closed":
+            raise ProtocolError("conflict", "the conversation is closed")
+        if principal.role == "agent" and runtime.conv.agent_id != principal.id and runtime.conv.state == "queued":
+            raise ProtocolError("forbidden", "accept the conversation first")
+        result = await self._store_and_fan_out(runtime, message, ack_to=conn)
+        self.metrics.ack_latency.observe(time.perf_counter() - received_at)
+        if result and principal.role == "visitor" and self.sentiment is not None:
+            self._mood(runtime, message.text)
+
+    async def _store_and_fan_out(self, runtime: ConvRuntime, message: NewMessage,
+                                 ack_to: compiled.Connection | None = None) -> bool:
+        """Store durably, ack the sender, then fan out. Returns True when the message is new."""
+        result = await self.storage.append_message(message)
+        if ack_to is not None:
+            ack_to.send_frame({"t": "ack", "cmid": message.cmid, "conv": message.conv, "seq": result.seq,
+                               "ts": result.ts})
+        self.metrics.inc("kefu_messages_acked_total")
+        if not result.created:
+            self.metrics.inc("kefu_messages_deduplicated_total")
+            return False
+        committed_at = time.perf_counter()
+        stored = StoredMessage(conv=message.conv, seq=result.seq, cmid=message.cmid,
+                               sender_id=message.sender_id, sender_role=message.sender_role,
+                               sender_name=message.sender_name, text=message.text, kind=message.kind,
+                               meta=message.meta, ts=result.ts)
+        self._release_in_order(runtime, self._msg_frame(stored))
+        self.metrics.delivery_latency.observe(time.perf_counter() - committed_at)
+        return True
+
+    def _mood(self, runtime: ConvRuntime, text: str) -> None:
+        assert self.sentiment is not None
+        outcomes = self.router.sentiment_changed(runtime.conv.id, self.sentiment(text), time.time())
+        if outcomes:
+            self._spawn(self._apply_all(outcomes))
+
+    def _on_typing(self, conn: compiled.Connection, principal: Principal,
+                   frame: dict[str, Any]) -> Awaitable[None] | None:
+        conv_id = F.conv_id(frame)
+        on = F.flag(frame, "on")
+        now = time.monotonic()
+        sent = conn.state.typing_sent
+        if on and now - sent.get(conv_id, -1e9) < self.config.typing_interval_s:
+            return None  # at most one typing-on per second per conversation is forwarded
+        sent[conv_id] = now
+        return self._typing(principal, conv_id, on)
+
+    async def _typing(self, principal: Principal, conv_id: int, on: bool) -> None:
+        await self._accessible(principal, conv_id)
+        self._broadcast(conv_id, {"t": "typing", "conv": conv_id, "on": on, "from": self._from(principal)},
+                        skip_principal=principal.id)
+
+    def _on_read(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> Awaitable[None]:
+        return self._read(principal, F.conv_id(frame), F.seq_number(frame))
+
+    async def _read(self, principal: Principal, conv_id: int, seq: int) -> None:
+        runtime = await self._accessible(principal, conv_id)
+        if seq > max(runtime.fanned_seq, runtime.conv.last_seq):
+            raise ProtocolError("bad_frame", "'seq' is beyond the conversation's last message")
+        mark = await self.storage.set_read_mark(conv_id, principal.id, seq)
+        self._broadcast(conv_id, {"t": "read", "conv": conv_id, "seq": mark, "from": self._from(principal)},
+                        skip_principal=principal.id)
+
+    @staticmethod
+    def _from(principal: Principal) -> dict[str, Any]:
+        sender: dict[str, Any] = {"id": principal.id, "role": principal.role}
+        if principal.name:
+            sender["name"] = principal.name
+        return sender
+
+    def _staff_only(self, principal: Principal) -> None:
+        if not principal.is_staff:
+            raise ProtocolError("forbidden", "agents only")
+
+    def _on_accept(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> Awaitable[None]:
+        self._staff_only(principal)
+        return self._accept(conn, principal, F.conv_id(frame))
+
+    async def _accept(self, conn: compiled.Connection, principal: Principal, conv_id: int) -> None:
+        runtime = await self._accessible(principal, conv_id)
+        if runtime.conv.agent_id != principal.id or runtime.conv.state == "closed":
+            raise ProtocolError("conflict", "the conversation is not waiting for you")
+        if runtime.conv.state == "transferred":
+            runtime.conv = await self.storage.set_conversation_state(conv_id, "assigned", principal.id,
+                                                                      team=runtime.conv.team)
+        runtime.accepted = True
+        self.router.conversation_accepted(conv_id, principal.id, time.time())
+        await self.storage.set_visitor_last_agent(runtime.conv.visitor_id, principal.id)
+        self._broadcast(conv_id, self._conv_frame(runtime))
+
+    def _on_transfer(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> Awaitable[None]:
+        self._staff_only(principal)
+        conv_id = F.conv_id(frame)
+        to_agent, to_skill = frame.get("to_agent"), frame.get("to_skill")
+        if (to_agent is None) == (to_skill is None):
+            raise ProtocolError("bad_frame", "give exactly one of 'to_agent' or 'to_skill'")
+        for value in (to_agent, to_skill):
+            if value is not None and (type(value) is not str or not value or len(value) > 128):
+                raise ProtocolError("bad_frame", "'to_agent'/'to_skill' must be a non-empty string")
+        return self._transfer(principal, conv_id, to_agent, to_skill)
+
+    async def _transfer(self, principal: Principal, conv_id: int, to_agent: str | None, to_skill: str | None) -> None:
+        runtime = await self._accessible(principal, conv_id)
+        if runtime.conv.state == "closed":
+            raise ProtocolError("conflict", "the conversation is closed")
+        if to_agent is not None:
+            target = self.agents.get(to_agent) or await self.storage.get_agent(to_agent)
+            if target is None or target.site_id != principal.site_id or target.disabled:
+                raise ProtocolError("not_found", "no such agent")
+            if to_agent not in self.online_agents:
+                raise ProtocolError("unavailable", "that agent is offline")
+        previous = runtime.conv.agent_id
+        outcome = self.router.transfer(conv_id, time.time(), to_agent=to_agent, to_skill=to_skill,
+                                       from_agent=previous)
+        await self._apply(outcome, transferred_from=previous)
+
+    def _on_close(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> Awaitable[None]:
+        return self._close(principal, F.conv_id(frame))
+
+    async def _close(self, principal: Principal, conv_id: int) -> None:
+        runtime = await self._accessible(principal, conv_id)
+        if runtime.conv.state == "closed":
+            raise ProtocolError("conflict", "the conversation is already closed")
+        runtime.conv = await self.storage.set_conversation_state(conv_id, "closed", runtime.conv.agent_id,
+                                                                  team=runtime.conv.team)
+        self._broadcast(conv_id, self._conv_frame(runtime))
+        for conn in tuple(self.subscribers.get(conv_id, ())):
+            conn.subscriptions.discard(conv_id)
+            self._drop_subscription(conn, conv_id)
+        await self._apply_all(self.router.conversation_closed(conv_id, time.time()))
+
+    # --- routing outcomes -----------------------------------------------------------------------
+    async def _apply_all(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            await self._apply(outcome)
+
+    async def _apply(self, outcome: Outcome, *, transferred_from: str | None = None) -> None:
+        runtime = await self._conversation(outcome.conv_id)
+        decision = dict(outcome.decision, reason=outcome.reason)
+        await self.storage.record_routing_decision(outcome.conv_id, decision)
+        if isinstance(outcome, Queued):
+            if transferred_from is not None or runtime.conv.agent_id is not None:
+                if runtime.conv.agent_id:
+                    self._unsubscribe_principal(runtime.conv.agent_id, outcome.conv_id)
+                runtime.conv = await self.storage.set_conversation_state(outcome.conv_id, "queued", None)
+            self._broadcast(outcome.conv_id, self._conv_frame(
+                runtime, position=outcome.position, eta_s=round(outcome.eta_s, 1)))
+            return
+        assert isinstance(outcome, Assigned)
+        previous = runtime.conv.agent_id
+        moved = previous is not None and previous != outcome.agent_id
+        state = "transferred" if moved else "assigned"
+        runtime.conv = await self.storage.set_conversation_state(outcome.conv_id, state, outcome.agent_id,
+                                                                  team=runtime.conv.team)
+        runtime.accepted = False
+        if moved:
+            self._broadcast(outcome.conv_id, self._conv_frame(runtime))  # visitor and previous agent
+            self._unsubscribe_principal(previous, outcome.conv_id)
+        else:
+            self._broadcast(outcome.conv_id, self._conv_frame(runtime), skip_principal=outcome.agent_id)
+        agent_frame = self._conv_frame(runtime, why=decision)
+        for conn in tuple(self.by_principal.get(outcome.agent_id, ())):
+            if not conn.state.greeted:
+                continue
+            conn.send_frame(agent_frame)
+            if outcome.conv_id not in conn.subscriptions:
+                self._spawn(self._replay_then_live(conn, runtime, 0))
+
+    # --- agents' presence -----------------------------------------------------------------------
+    async def _agent_connected(self, principal: Principal) -> None:
+        agent = await self.storage.get_agent(principal.id)
+        if agent is None or agent.disabled:
+            raise ProtocolError("forbidden", "agent account is disabled")
+        self.agents[agent.id] = agent
+        if agent.id in self.online_agents:
+            return
+        self.online_agents.add(agent.id)
+        info = AgentInfo(agent_id=agent.id, site_id=agent.site_id, name=agent.name, capacity=agent.capacity,
+                         skills=dict(agent.skills), languages=agent.languages, geo=agent.geo, teams=agent.teams)
+        await self._apply_all(self.router.agent_online(info, time.time()))
+
+    def _agent_offline(self, agent_id: str) -> None:
+        self._offline_timers.pop(agent_id, None)
+        if agent_id in self.by_principal:
+            return
+        self.online_agents.discard(agent_id)
+        outcomes = self.router.agent_offline(agent_id, time.time())
+        if outcomes:
+            self._spawn(self._apply_all(outcomes))
+
+    def revoke(self, principal_id: str, reason: bytes = b"access revoked") -> int:
+        """Close every connection of a principal (agent disabled, password changed)."""
+        conns = tuple(self.by_principal.get(principal_id, ()))
+        for conn in conns:
+            conn.close(compiled.CLOSE_REVOKED, reason)
+        return len(conns)
+
+    # --- housekeeping ---------------------------------------------------------------------------
+    async def _sweep_forever(self) -> None:
+        """One timer for all connections (not a task per socket): ping the silent, drop the dead and
+        those whose token expired, and let the router act on its timeouts."""
+        interval = max(1.0, min(5.0, self.config.pong_timeout_s / 3))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self._sweep_connections(time.monotonic(), time.time())
+                outcomes = self.router.tick(time.time())
+                if outcomes:
+                    await self._apply_all(outcomes)
+            except Exception:
+                log.exception("sweep failed")
+
+    def _sweep_connections(self, now_mono: float, now_wall: float) -> None:
+        idle, dead = self.config.idle_timeout_s, self.config.idle_timeout_s + self.config.pong_timeout_s
+        for conn in tuple(self.connections):
+            silent = now_mono - conn.last_rx
+            if conn.principal.expires_at and now_wall > conn.principal.expires_at:
+                conn.close(compiled.CLOSE_REVOKED, b"token expired")
+            elif silent > dead:
+                conn.close(compiled.CLOSE_IDLE, b"no reply to ping", graceful=False)
+            elif silent > idle and not conn.ping_outstanding:
+                conn.send_ping()
+
+    def _on_bus_event(self, event: BusEvent) -> None:
+        if event.origin == self.bus.node_id:
+            return
+        runtime = self.convs.get(event.conv)
+        if event.kind == "msg" and runtime is not None:
+            self._release_in_order(runtime, event.frame)
+        elif event.kind != "msg":
+            self._broadcast(event.conv, event.frame)
+

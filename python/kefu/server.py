@@ -1,0 +1,192 @@
+"""`kefu serve`: wires storage, bus, router, hub, the WebSocket gateway (picows) and the HTTP API
+(aiohttp) into one process on one uvloop loop.
+
+picows answers only body-less GETs, so the API has its own port and hands every client the
+WebSocket address (`ws_url`) with its token; a reverse proxy can merge the two (docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from aiohttp import web
+from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
+
+from kefu import auth
+from kefu.auth import Principal, TokenSigner
+from kefu.bus import open_bus
+from kefu.config import Config
+from kefu.http.api import Api, SiteCache
+from kefu.metrics import Metrics
+from kefu.realtime.hub import Hub
+from kefu.realtime.least_loaded import LeastLoadedRouter
+from kefu.storage.base import Storage
+
+log = logging.getLogger("kefu.server")
+
+SUBPROTOCOL_JSON = "kefu.json.v1"
+SUBPROTOCOL_BINARY = "kefu.bin.v1"
+READY_PREFIX = "KEFU READY "
+DEMO_ORIGINS = ("http://localhost:8080", "http://127.0.0.1:8080")
+
+
+def open_storage(config: Config) -> Storage:
+    url = config.storage_url()
+    if url.startswith(("postgresql://", "postgres://")):
+        from kefu.storage.postgres import PostgresStorage
+
+        return PostgresStorage(url)
+    from kefu.storage.sqlite import SqliteStorage
+
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
+    return SqliteStorage(path, synchronous=config.sqlite_sync)  # type: ignore[arg-type]
+
+
+async def bootstrap(storage: Storage, config: Config, out: Any = sys.stdout) -> None:
+    """First start on an empty database: create a demo site and an admin, print the credentials once."""
+    if await storage.list_sites():
+        return
+    origins = DEMO_ORIGINS + ((f"http://{config.host}:{config.http_port}",) if config.host not in ("localhost", "127.0.0.1") else ())
+    site = await storage.create_site("Demo site", origins)
+    password = secrets.token_urlsafe(12)
+    loop = asyncio.get_running_loop()
+    password_hash = await loop.run_in_executor(None, auth.hash_password, password)
+    admin = await storage.create_agent(site.id, "admin", password_hash, name="Administrator", role="admin",
+                                       capacity=10)
+    print("Kefu first start: created a demo site and an administrator. Shown only once:", file=out)
+    print(f"  site key : {site.key}   (allowed origins: {', '.join(site.allowed_origins)})", file=out)
+    print(f"  admin    : username 'admin', password '{password}'  (agent id {admin.id})", file=out)
+    out.flush()
+
+
+@dataclass
+class Gateway:
+    """The picows listener factory: authenticates the upgrade before any 101."""
+
+    hub: Hub
+    signer: TokenSigner
+    sites: SiteCache
+
+    def __call__(self, request: WSUpgradeRequest) -> Any:
+        url = urlsplit(request.path.decode("latin-1"))
+        if url.path != "/ws":
+            return None  # 404
+        token = parse_qs(url.query).get("token", [None])[0]
+        principal = self.signer.verify(token)
+        if principal is None:
+            return self._refuse(401, b"missing, invalid or expired token")
+        if principal.role == "visitor" and not self._origin_allowed(principal, request.headers.get("Origin")):
+            return self._refuse(403, b"origin not allowed for this site")
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        chosen = next((p for p in offered if p in (SUBPROTOCOL_JSON, SUBPROTOCOL_BINARY)), None)
+        if offered and chosen is None:
+            return self._refuse(400, b"supported subprotocols: kefu.json.v1, kefu.bin.v1")
+        listener = self.hub.new_connection(principal, binary=chosen == SUBPROTOCOL_BINARY)
+        if chosen is None:
+            return listener
+        response = WSUpgradeResponse.create_101_response({"Sec-WebSocket-Protocol": chosen})
+        return WSUpgradeResponseWithListener(response, listener)
+
+    def _origin_allowed(self, principal: Principal, origin: str | None) -> bool:
+        if origin is None:
+            return True  # not a browser; the token alone authenticates (PROTOCOL.md)
+        site = self.sites.get(principal.site_id)
+        return site is not None and origin in site.allowed_origins
+
+    def _refuse(self, status: int, body: bytes) -> WSUpgradeResponseWithListener:
+        self.hub.metrics.inc(f"kefu_ws_refused_{status}_total")
+        return WSUpgradeResponseWithListener(
+            WSUpgradeResponse.create_error_response(status, body, {"Content-Type": "text/plain"}), None)
+
+
+class Server:
+    def __init__(self, config: Config, *, storage: Storage | None = None) -> None:
+        self.config = config
+        self.storage = storage or open_storage(config)
+        self.metrics = Metrics()
+        self.stopping = asyncio.Event()
+        self._ws_server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
+        self.hub: Hub | None = None
+        self.http_port = config.http_port
+        self.ws_port = config.ws_port
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        config = self.config
+        secret = auth.load_or_create_secret(config.data_dir, config.secret, dev=config.dev)
+        signer = TokenSigner(secret)
+        await self.storage.open()
+        await bootstrap(self.storage, config)
+        sites = SiteCache(self.storage)
+        await sites.reload()
+        bus = open_bus(config.redis_url)
+        self.hub = Hub(config, self.storage, bus, LeastLoadedRouter(), self.metrics,
+                       sentiment=load_sentiment())
+        await self.hub.start()
+        self._ws_server = await ws_create_server(
+            Gateway(self.hub, signer, sites), config.host, config.ws_port,
+            websocket_handshake_timeout=config.handshake_timeout_s,
+            max_frame_size=config.max_message_size,
+            # 1 KiB initial read buffer and the loop's own transport: ~9 KB per idle connection
+            # instead of ~28 KB (anchors/stack-feasibility.md §2e). No per-connection ping task:
+            # the hub's sweeper pings idle connections in one timer.
+            read_buffer_init_size=1024, use_aiofastnet=False, enable_auto_ping=False,
+            reuse_port=config.workers > 1, backlog=4096)
+        self.ws_port = self._ws_server.sockets[0].getsockname()[1]
+        if not config.public_ws_url:
+            self.config = config = config.replace(ws_port=self.ws_port)
+            self.hub.config = config
+        api = Api(self.hub, signer, sites)
+        self._runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, config.host, config.http_port, backlog=1024)
+        await site.start()
+        self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        elapsed = time.perf_counter() - started
+        self.metrics.gauge("kefu_start_seconds", "server start() to ready, in seconds", lambda: elapsed)
+
+    def ready_line(self) -> str:
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"{READY_PREFIX}http=http://{host}:{self.http_port} ws={self.config.ws_url()}"
+
+    async def stop(self) -> None:
+        if self.hub is not None:
+            await self.hub.stop()
+        if self._ws_server is not None:
+            self._ws_server.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.storage.close()
+
+
+def load_sentiment() -> Any:
+    """The bundled sentiment model's `predict`, or None when the model is not built into this tree."""
+    try:
+        from kefu.sentiment import SentimentModel
+    except ImportError:
+        return None
+    try:
+        return SentimentModel.load().predict
+    except (FileNotFoundError, RuntimeError, ValueError) as error:
+        log.warning("sentiment model unavailable: %s", error)
+        return None
+
+
+async def serve(config: Config) -> None:
+    server = Server(config)
+    await server.start()
+    print(server.ready_line(), flush=True)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.stopping.set)
+    await server.stopping.wait()
+    await server.stop()

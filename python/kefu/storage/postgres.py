@@ -1,0 +1,605 @@
+"""PostgreSQL storage (at scale: several server processes and hosts share one database), via asyncpg.
+
+Same contract as the SQLite backend; what differs is how correctness holds across processes:
+- `seq`: `UPDATE conversations SET last_seq = last_seq + 1 … RETURNING last_seq` inside the storing
+  transaction. The row lock it takes serialises every writer of that conversation until commit, on
+  any host, so seqs are gap-free and unique.
+- idempotency: `INSERT … ON CONFLICT (conv, sender_id, cmid) DO NOTHING`; on a conflict the seq just
+  taken is given back (the row lock is still held, nobody took a later one) and the original row is
+  returned.
+- group commit: appends arriving while a batch commits are collected and committed together by ONE
+  call of a PL/pgSQL function (one round trip, one WAL flush for the whole batch). Messages are locked
+  in ascending conversation order so that batches of different processes never deadlock; within one
+  conversation the arrival order is kept. One batch is in flight per process, so a process's appends
+  get seqs in the order they were made.
+- durability: `synchronous_commit = off` may lose "committed" transactions on a crash, so a
+  connection that reports `off` is refused. `on`, `remote_write`, `remote_apply` and `local` all flush
+  the commit record to the local WAL before COMMIT returns; they differ only in what they wait for on
+  synchronous standbys.
+The schema goes into the first schema of the connection's search_path (set it in the DSN, e.g.
+`postgresql://host/db?search_path=kefu`); creation is idempotent and serialised by an advisory lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Literal, TypeVar
+
+import asyncpg
+
+from kefu.storage import _common as c
+from kefu.storage._common import (
+    AGENT_COLUMNS,
+    CONVERSATION_COLUMNS,
+    MESSAGE_COLUMNS,
+    SITE_COLUMNS,
+    VISITOR_COLUMNS,
+    dump_json,
+)
+from kefu.storage.base import (
+    Agent,
+    AppendResult,
+    Conflict,
+    Conversation,
+    ConversationState,
+    NewMessage,
+    NotFound,
+    Site,
+    Storage,
+    StorageError,
+    StoredMessage,
+    Visitor,
+)
+
+T = TypeVar("T")
+
+# Any 64-bit constant: serialises schema creation between processes starting at the same time.
+_SCHEMA_LOCK_KEY: Final = 0x6B6566755F736368  # "kefu_sch"
+_COMMAND_TIMEOUT_S: Final = 15.0
+_ACCEPTED_SYNCHRONOUS_COMMIT: Final = frozenset({"on", "remote_write", "remote_apply", "local"})
+
+# Outcomes of kefu_append_batch, per message.
+_CREATED: Final = 0
+_DUPLICATE: Final = 1
+_NO_CONVERSATION: Final = 2
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
+        """CREATE TABLE sites (
+            id bigserial PRIMARY KEY,
+            key text NOT NULL UNIQUE,
+            name text NOT NULL,
+            allowed_origins jsonb NOT NULL,
+            routing jsonb NOT NULL,
+            created_at double precision NOT NULL)""",
+        """CREATE TABLE agents (
+            id text PRIMARY KEY,
+            site_id bigint NOT NULL REFERENCES sites(id),
+            username text NOT NULL UNIQUE,
+            password_hash text NOT NULL,
+            name text NOT NULL,
+            role text NOT NULL CHECK (role IN ('agent', 'admin')),
+            teams jsonb NOT NULL,
+            skills jsonb NOT NULL,
+            capacity integer NOT NULL CHECK (capacity >= 0),
+            languages jsonb NOT NULL,
+            lat double precision, lon double precision,
+            disabled boolean NOT NULL DEFAULT false,
+            created_at double precision NOT NULL)""",
+        "CREATE INDEX agents_by_site ON agents(site_id)",
+        """CREATE TABLE visitors (
+            id text PRIMARY KEY,
+            site_id bigint NOT NULL REFERENCES sites(id),
+            name text, lang text, lat double precision, lon double precision,
+            tags jsonb NOT NULL,
+            last_agent_id text REFERENCES agents(id),
+            created_at double precision NOT NULL)""",
+        """CREATE TABLE conversations (
+            id bigserial PRIMARY KEY,
+            site_id bigint NOT NULL REFERENCES sites(id),
+            visitor_id text NOT NULL REFERENCES visitors(id),
+            state text NOT NULL CHECK (state IN ('queued', 'assigned', 'transferred', 'closed')),
+            agent_id text REFERENCES agents(id),
+            team text,
+            last_seq bigint NOT NULL DEFAULT 0,
+            created_at double precision NOT NULL,
+            closed_at double precision,
+            tags jsonb NOT NULL)""",
+        "CREATE UNIQUE INDEX conversations_one_open_per_visitor ON conversations(visitor_id) WHERE state <> 'closed'",
+        "CREATE INDEX conversations_by_visitor ON conversations(visitor_id, id)",
+        "CREATE INDEX conversations_by_agent ON conversations(agent_id, id)",
+        "CREATE INDEX conversations_by_site ON conversations(site_id, id)",
+        """CREATE TABLE messages (
+            conv bigint NOT NULL REFERENCES conversations(id),
+            seq bigint NOT NULL,
+            cmid text NOT NULL,
+            sender_id text NOT NULL,
+            sender_role text NOT NULL,
+            sender_name text,
+            body text NOT NULL,
+            kind text NOT NULL,
+            meta jsonb NOT NULL,
+            ts double precision NOT NULL,
+            PRIMARY KEY (conv, seq),
+            CONSTRAINT messages_idempotency UNIQUE (conv, sender_id, cmid))""",
+        """CREATE TABLE read_marks (
+            conv bigint NOT NULL REFERENCES conversations(id),
+            participant_id text NOT NULL,
+            seq bigint NOT NULL,
+            PRIMARY KEY (conv, participant_id))""",
+        """CREATE TABLE routing_decisions (
+            id bigserial PRIMARY KEY,
+            conv bigint NOT NULL REFERENCES conversations(id),
+            ts double precision NOT NULL,
+            decision jsonb NOT NULL)""",
+        "CREATE INDEX routing_decisions_by_conv ON routing_decisions(conv, id)",
+        # One round trip per batch. The output columns are prefixed so they never shadow table columns.
+        """CREATE FUNCTION kefu_append_batch(
+                p_conv bigint[], p_cmid text[], p_sender_id text[], p_sender_role text[], p_sender_name text[],
+                p_body text[], p_kind text[], p_meta text[], p_ts double precision[])
+            RETURNS TABLE (out_outcome smallint, out_seq bigint, out_ts double precision)
+            LANGUAGE plpgsql AS $$
+            DECLARE
+                i integer;
+                next_seq bigint;
+            BEGIN
+                FOR i IN 1 .. coalesce(array_length(p_conv, 1), 0) LOOP
+                    UPDATE conversations SET last_seq = last_seq + 1 WHERE id = p_conv[i]
+                        RETURNING last_seq INTO next_seq;
+                    IF NOT FOUND THEN
+                        out_outcome := 2; out_seq := NULL; out_ts := NULL;
+                        RETURN NEXT;
+                        CONTINUE;
+                    END IF;
+                    INSERT INTO messages (conv, seq, cmid, sender_id, sender_role, sender_name, body, kind, meta, ts)
+                        VALUES (p_conv[i], next_seq, p_cmid[i], p_sender_id[i], p_sender_role[i], p_sender_name[i],
+                                p_body[i], p_kind[i], p_meta[i]::jsonb, p_ts[i])
+                        ON CONFLICT ON CONSTRAINT messages_idempotency DO NOTHING;
+                    IF FOUND THEN
+                        out_outcome := 0; out_seq := next_seq; out_ts := p_ts[i];
+                    ELSE
+                        UPDATE conversations SET last_seq = last_seq - 1 WHERE id = p_conv[i];
+                        SELECT m.seq, m.ts INTO out_seq, out_ts FROM messages m
+                            WHERE m.conv = p_conv[i] AND m.sender_id = p_sender_id[i] AND m.cmid = p_cmid[i];
+                        out_outcome := 1;
+                    END IF;
+                    RETURN NEXT;
+                END LOOP;
+            END
+            $$""",
+    ),
+)
+
+_APPEND_BATCH_SQL: Final = (
+    "SELECT out_outcome, out_seq, out_ts FROM kefu_append_batch("
+    "$1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], "
+    "$9::float8[])"
+)
+
+# Errors that say "the server or the connection is gone", as opposed to "this data was refused".
+_CONNECTION_ERRORS: Final = (
+    OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
+)
+
+_PendingAppend = tuple[NewMessage, str, float, "asyncio.Future[AppendResult]"]
+
+
+async def _check_connection(conn: asyncpg.Connection) -> None:
+    """Pool `init`: every connection must commit synchronously (a role or database may override it)."""
+    level = await conn.fetchval("SHOW synchronous_commit")
+    if level not in _ACCEPTED_SYNCHRONOUS_COMMIT:
+        raise StorageError(
+            f"PostgreSQL synchronous_commit={level!r} refused: an ack must mean a durable commit "
+            "(set synchronous_commit = on)"
+        )
+
+
+class PostgresStorage(Storage):
+    """PostgreSQL through an asyncpg pool; appends are group-committed. Use from one event loop."""
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 8, max_batch: int = 512) -> None:
+        if max_batch < 1 or min_size < 0 or max_size < max(1, min_size):
+            raise ValueError("need max_batch >= 1 and 0 <= min_size <= max_size, max_size >= 1")
+        self.dsn = dsn
+        self.min_size = min_size
+        self.max_size = max_size
+        self.max_batch = max_batch
+        self._pool: asyncpg.Pool | None = None
+        self._epoch = ""
+        self._pending: list[_PendingAppend] = []
+        self._batch_task: asyncio.Task[None] | None = None
+        self._accepting = False
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._pool is not None:
+            raise RuntimeError("storage already opened")
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn, min_size=self.min_size, max_size=self.max_size, init=_check_connection,
+                command_timeout=_COMMAND_TIMEOUT_S,
+            )
+        except StorageError:
+            raise
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+            raise c.storage_error(exc) from exc
+        try:
+            async with pool.acquire() as conn:
+                self._epoch = await self._migrate(conn)
+        except BaseException as exc:
+            await pool.close()
+            if isinstance(exc, (*_CONNECTION_ERRORS, asyncpg.PostgresError)):
+                raise c.storage_error(exc) from exc
+            raise
+        self._pool = pool
+        self._accepting = True
+
+    @staticmethod
+    async def _migrate(conn: asyncpg.Connection) -> str:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK_KEY)
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+            if current > len(MIGRATIONS):
+                raise StorageError(f"database schema version {current} is newer than this Kefu ({len(MIGRATIONS)})")
+            for version in range(current, len(MIGRATIONS)):
+                for statement in MIGRATIONS[version]:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_version(version) VALUES ($1)", version + 1)
+            await conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('epoch', $1) ON CONFLICT (key) DO NOTHING", c.new_epoch()
+            )
+            return await conn.fetchval("SELECT value FROM meta WHERE key = 'epoch'")
+
+    async def close(self) -> None:
+        if not self._accepting:
+            return
+        self._accepting = False
+        while self._batch_task is not None:  # the running batch schedules the next while appends are pending
+            await asyncio.shield(self._batch_task)
+        assert self._pool is not None
+        await self._pool.close()
+        self._pool = None
+
+    async def epoch(self) -> str:
+        return self._epoch
+
+    async def healthy(self) -> bool:
+        probe = c.new_epoch()
+        try:
+            value = await self._run(lambda conn: conn.fetchval(
+                "INSERT INTO meta(key, value) VALUES ('health_probe', $1) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value RETURNING value", probe))
+        except StorageError:
+            return False
+        return value == probe
+
+    async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `fn` on a pooled connection; driver failures become StorageError."""
+        if self._pool is None:  # (still set while close() drains the pending appends)
+            raise StorageError("storage is not open")
+        try:
+            async with self._pool.acquire(timeout=_COMMAND_TIMEOUT_S) as conn:
+                return await fn(conn)
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+            raise c.storage_error(exc) from exc
+
+    async def _fetchrow(self, sql: str, *args: Any) -> Any:
+        return await self._run(lambda conn: conn.fetchrow(sql, *args))
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        return await self._run(lambda conn: conn.fetch(sql, *args))
+
+    # --- sites -------------------------------------------------------------------------------------
+    async def create_site(self, name: str, allowed_origins: tuple[str, ...], key: str | None = None) -> Site:
+        site_key = c.new_site_key() if key is None else key
+        try:
+            row = await self._fetchrow(
+                f"INSERT INTO sites(key, name, allowed_origins, routing, created_at) "
+                f"VALUES ($1, $2, $3::jsonb, '{{}}'::jsonb, $4) RETURNING {SITE_COLUMNS}",
+                site_key, name, dump_json(list(allowed_origins)), time.time())
+        except StorageError as exc:
+            if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+                raise Conflict(f"site key {site_key!r} exists") from exc.__cause__
+            raise
+        return c.site_from_row(row)
+
+    async def get_site_by_key(self, key: str) -> Site | None:
+        row = await self._fetchrow(f"SELECT {SITE_COLUMNS} FROM sites WHERE key = $1", key)
+        return None if row is None else c.site_from_row(row)
+
+    async def get_site(self, site_id: int) -> Site | None:
+        row = await self._fetchrow(f"SELECT {SITE_COLUMNS} FROM sites WHERE id = $1", site_id)
+        return None if row is None else c.site_from_row(row)
+
+    async def list_sites(self) -> list[Site]:
+        return [c.site_from_row(row) for row in await self._fetch(f"SELECT {SITE_COLUMNS} FROM sites ORDER BY id")]
+
+    async def update_site(
+        self, site_id: int, *, allowed_origins: tuple[str, ...] | None = None,
+        routing: dict[str, Any] | None = None,
+    ) -> Site:
+        row = await self._fetchrow(
+            f"UPDATE sites SET allowed_origins = coalesce($1::jsonb, allowed_origins), "
+            f"routing = coalesce($2::jsonb, routing) WHERE id = $3 RETURNING {SITE_COLUMNS}",
+            None if allowed_origins is None else dump_json(list(allowed_origins)),
+            None if routing is None else dump_json(routing), site_id)
+        if row is None:
+            raise NotFound(f"site {site_id}")
+        return c.site_from_row(row)
+
+    # --- visitors ----------------------------------------------------------------------------------
+    async def upsert_visitor(
+        self, site_id: int, visitor_id: str | None, *, name: str | None, lang: str | None,
+        geo: tuple[float, float] | None, tags: tuple[str, ...],
+    ) -> Visitor:
+        """Profile fields given as None (and empty `tags`) leave the stored value unchanged."""
+        lat, lon = (None, None) if geo is None else (float(geo[0]), float(geo[1]))
+        tags_json = dump_json(list(tags)) if tags else None
+        if visitor_id is not None and c.VISITOR_ID_PATTERN.match(visitor_id):
+            row = await self._fetchrow(
+                f"UPDATE visitors SET name = coalesce($1, name), lang = coalesce($2, lang), "
+                f"lat = coalesce($3, lat), lon = coalesce($4, lon), tags = coalesce($5::jsonb, tags) "
+                f"WHERE id = $6 AND site_id = $7 RETURNING {VISITOR_COLUMNS}",
+                name, lang, lat, lon, tags_json, visitor_id, site_id)
+            if row is not None:
+                return c.visitor_from_row(row)
+        try:
+            row = await self._fetchrow(
+                f"INSERT INTO visitors(id, site_id, name, lang, lat, lon, tags, created_at) "
+                f"VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) RETURNING {VISITOR_COLUMNS}",
+                c.new_visitor_id(), site_id, name, lang, lat, lon, tags_json or "[]", time.time())
+        except StorageError as exc:
+            if isinstance(exc.__cause__, asyncpg.ForeignKeyViolationError):
+                raise NotFound(f"site {site_id}") from exc.__cause__
+            raise
+        return c.visitor_from_row(row)
+
+    async def get_visitor(self, visitor_id: str) -> Visitor | None:
+        row = await self._fetchrow(f"SELECT {VISITOR_COLUMNS} FROM visitors WHERE id = $1", visitor_id)
+        return None if row is None else c.visitor_from_row(row)
+
+    async def set_visitor_last_agent(self, visitor_id: str, agent_id: str) -> None:
+        try:
+            status = await self._run(lambda conn: conn.execute(
+                "UPDATE visitors SET last_agent_id = $1 WHERE id = $2", agent_id, visitor_id))
+        except StorageError as exc:
+            if isinstance(exc.__cause__, asyncpg.ForeignKeyViolationError):
+                raise NotFound(f"agent {agent_id}") from exc.__cause__
+            raise
+        if status == "UPDATE 0":
+            raise NotFound(f"visitor {visitor_id}")
+
+    # --- agents ------------------------------------------------------------------------------------
+    async def create_agent(
+        self, site_id: int, username: str, password_hash: str, *, name: str,
+        role: Literal["agent", "admin"] = "agent", teams: tuple[str, ...] = (),
+        skills: dict[str, float] | None = None, capacity: int = 5, languages: tuple[str, ...] = (),
+        geo: tuple[float, float] | None = None,
+    ) -> Agent:
+        c.check_role(role)
+        lat, lon = (None, None) if geo is None else (float(geo[0]), float(geo[1]))
+        try:
+            row = await self._fetchrow(
+                f"INSERT INTO agents(id, site_id, username, password_hash, name, role, teams, skills, capacity, "
+                f"languages, lat, lon, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, "
+                f"$10::jsonb, $11, $12, $13) RETURNING {AGENT_COLUMNS}",
+                c.new_agent_id(), site_id, username, password_hash, name, role, dump_json(list(teams)),
+                dump_json(skills or {}), int(capacity), dump_json(list(languages)), lat, lon, time.time())
+        except StorageError as exc:
+            if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+                raise Conflict(f"username {username!r} exists") from exc.__cause__
+            if isinstance(exc.__cause__, asyncpg.ForeignKeyViolationError):
+                raise NotFound(f"site {site_id}") from exc.__cause__
+            raise
+        return c.agent_from_row(row)
+
+    async def get_agent(self, agent_id: str) -> Agent | None:
+        row = await self._fetchrow(f"SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1", agent_id)
+        return None if row is None else c.agent_from_row(row)
+
+    async def get_agent_by_username(self, username: str) -> Agent | None:
+        row = await self._fetchrow(f"SELECT {AGENT_COLUMNS} FROM agents WHERE username = $1", username)
+        return None if row is None else c.agent_from_row(row)
+
+    async def list_agents(self, site_id: int) -> list[Agent]:
+        rows = await self._fetch(f"SELECT {AGENT_COLUMNS} FROM agents WHERE site_id = $1 ORDER BY username", site_id)
+        return [c.agent_from_row(row) for row in rows]
+
+    async def update_agent(self, agent_id: str, **fields: Any) -> Agent:
+        c.check_agent_fields(fields)
+        columns = c.agent_column_values(fields)
+        assignments = ", ".join(
+            f"{column} = ${index}{'::jsonb' if column in _JSON_AGENT_COLUMNS else ''}"
+            for index, column in enumerate(columns, start=2)
+        ) or "id = id"
+        row = await self._fetchrow(
+            f"UPDATE agents SET {assignments} WHERE id = $1 RETURNING {AGENT_COLUMNS}", agent_id, *columns.values())
+        if row is None:
+            raise NotFound(f"agent {agent_id}")
+        return c.agent_from_row(row)
+
+    # --- conversations -----------------------------------------------------------------------------
+    async def open_conversation(
+        self, site_id: int, visitor_id: str, tags: tuple[str, ...] = ()
+    ) -> tuple[Conversation, bool]:
+        tags_json = dump_json(list(tags))
+        # Insert-or-nothing against the partial unique index, then read the winner. A conversation
+        # closed between the two statements sends us around once more.
+        for _ in range(5):
+            row = await self._fetchrow(
+                f"INSERT INTO conversations(site_id, visitor_id, state, created_at, tags) "
+                f"SELECT $1, $2, 'queued', $3, $4::jsonb WHERE EXISTS "
+                f"(SELECT 1 FROM visitors WHERE id = $2 AND site_id = $1) "
+                f"ON CONFLICT (visitor_id) WHERE state <> 'closed' DO NOTHING RETURNING {CONVERSATION_COLUMNS}",
+                site_id, visitor_id, time.time(), tags_json)
+            if row is not None:
+                return c.conversation_from_row(row), True
+            row = await self._fetchrow(
+                f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE visitor_id = $1 AND state <> 'closed'",
+                visitor_id)
+            if row is not None:
+                return c.conversation_from_row(row), False
+            owner = await self._run(lambda conn: conn.fetchval(
+                "SELECT site_id FROM visitors WHERE id = $1", visitor_id))
+            if owner != site_id:
+                raise NotFound(f"visitor {visitor_id} on site {site_id}")
+        raise StorageError(f"open_conversation for {visitor_id} kept racing with closes")
+
+    async def get_conversation(self, conv_id: int) -> Conversation | None:
+        row = await self._fetchrow(f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1", conv_id)
+        return None if row is None else c.conversation_from_row(row)
+
+    async def set_conversation_state(
+        self, conv_id: int, state: ConversationState, agent_id: str | None, *, team: str | None = None,
+    ) -> Conversation:
+        """`team=None` keeps the conversation's team; reopening while another is open raises Conflict."""
+        c.check_state(state)
+        try:
+            row = await self._fetchrow(
+                f"UPDATE conversations SET state = $1, agent_id = $2, team = coalesce($3, team), "
+                f"closed_at = CASE WHEN $1 = 'closed' THEN coalesce(closed_at, $4) ELSE NULL END "
+                f"WHERE id = $5 RETURNING {CONVERSATION_COLUMNS}",
+                state, agent_id, team, time.time(), conv_id)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+                raise Conflict(f"the visitor of conversation {conv_id} has another open one") from exc.__cause__
+            if isinstance(exc.__cause__, asyncpg.ForeignKeyViolationError):
+                raise NotFound(f"agent {agent_id}") from exc.__cause__
+            raise
+        if row is None:
+            raise NotFound(f"conversation {conv_id}")
+        return c.conversation_from_row(row)
+
+    async def list_conversations(
+        self, *, site_id: int | None = None, visitor_id: str | None = None, agent_id: str | None = None,
+        states: tuple[ConversationState, ...] | None = None, limit: int = 200,
+    ) -> list[Conversation]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("site_id", site_id), ("visitor_id", visitor_id), ("agent_id", agent_id)):
+            if value is not None:
+                params.append(value)
+                clauses.append(f"{column} = ${len(params)}")
+        if states is not None:
+            for state in states:
+                c.check_state(state)
+            params.append(list(states))
+            clauses.append(f"state = ANY(${len(params)}::text[])")
+        params.append(c.clamp_limit(limit, c.MAX_LIST_LIMIT))
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = await self._fetch(
+            f"SELECT {CONVERSATION_COLUMNS} FROM conversations {where} ORDER BY id DESC LIMIT ${len(params)}", *params)
+        return [c.conversation_from_row(row) for row in rows]
+
+    # --- messages ----------------------------------------------------------------------------------
+    async def append_message(self, msg: NewMessage) -> AppendResult:
+        meta_json = c.check_storable_message(msg)
+        if not self._accepting:
+            raise StorageError("storage is not open")
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((msg, meta_json, time.time(), future))
+        if self._batch_task is None:
+            # Started, not run: appends made in this same loop tick join the first batch.
+            self._batch_task = asyncio.create_task(self._commit_pending())
+        return await future
+
+    async def _commit_pending(self) -> None:
+        """Commit pending appends batch after batch; appends made meanwhile wait for the next batch."""
+        try:
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                await self._commit_batch(batch)
+        finally:
+            self._batch_task = None
+
+    async def _commit_batch(self, batch: list[_PendingAppend]) -> None:
+        # Lock order = ascending conversation id, so concurrent batches (other processes) cannot
+        # deadlock; sorted() is stable, so one conversation's messages keep their arrival order.
+        ordered = sorted(batch, key=lambda pending: pending[0].conv)
+        try:
+            rows = await self._run(lambda conn: conn.fetch(_APPEND_BATCH_SQL, *_batch_columns(ordered)))
+        except StorageError as exc:
+            if isinstance(exc.__cause__, _CONNECTION_ERRORS) or len(ordered) == 1:
+                for _, _, _, future in ordered:
+                    _settle(future, None, StorageError(str(exc)))
+                return
+            # The database refused something in the batch: one message per transaction, so only the
+            # offending message fails.
+            for pending in ordered:
+                await self._commit_batch([pending])
+            return
+        for (msg, _, _, future), (outcome, seq, ts) in zip(ordered, rows, strict=True):
+            if outcome == _NO_CONVERSATION:
+                _settle(future, None, NotFound(f"conversation {msg.conv}"))
+            else:
+                _settle(future, AppendResult(seq=seq, ts=ts, created=outcome == _CREATED), None)
+
+    async def messages_after(self, conv_id: int, after_seq: int, limit: int) -> list[StoredMessage]:
+        page = c.clamp_limit(limit, c.MAX_PAGE_LIMIT)
+        if page == 0:
+            return []
+        rows = await self._fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            conv_id, after_seq, page)
+        return [c.message_from_row(row) for row in rows]
+
+    async def set_read_mark(self, conv_id: int, participant_id: str, seq: int) -> int:
+        """The mark never passes the conversation's last seq (a hostile client cannot park it at 2^53)."""
+        value = await self._run(lambda conn: conn.fetchval(
+            "INSERT INTO read_marks(conv, participant_id, seq) "
+            "SELECT id, $2, greatest(0, least($3::bigint, last_seq)) FROM conversations WHERE id = $1 "
+            "ON CONFLICT (conv, participant_id) DO UPDATE SET seq = greatest(read_marks.seq, excluded.seq) "
+            "RETURNING seq", conv_id, participant_id, int(seq)))
+        if value is None:
+            raise NotFound(f"conversation {conv_id}")
+        return value
+
+    # --- routing audit -----------------------------------------------------------------------------
+    async def record_routing_decision(self, conv_id: int, decision: dict[str, Any]) -> int:
+        decision_json = dump_json(decision)
+        try:
+            return await self._run(lambda conn: conn.fetchval(
+                "INSERT INTO routing_decisions(conv, ts, decision) VALUES ($1, $2, $3::jsonb) RETURNING id",
+                conv_id, time.time(), decision_json))
+        except StorageError as exc:
+            if isinstance(exc.__cause__, asyncpg.ForeignKeyViolationError):
+                raise NotFound(f"conversation {conv_id}") from exc.__cause__
+            raise
+
+    async def routing_decisions(self, conv_id: int) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT id, ts, decision FROM routing_decisions WHERE conv = $1 ORDER BY id", conv_id)
+        return [c.decision_from_row(row) for row in rows]
+
+
+_JSON_AGENT_COLUMNS: Final = frozenset({"teams", "skills", "languages"})
+
+
+def _batch_columns(batch: list[_PendingAppend]) -> tuple[list[Any], ...]:
+    """The batch as column arrays, the shape kefu_append_batch takes (one round trip for all)."""
+    return (
+        [msg.conv for msg, _, _, _ in batch],
+        [msg.cmid for msg, _, _, _ in batch],
+        [msg.sender_id for msg, _, _, _ in batch],
+        [msg.sender_role for msg, _, _, _ in batch],
+        [msg.sender_name for msg, _, _, _ in batch],
+        [msg.text for msg, _, _, _ in batch],
+        [msg.kind for msg, _, _, _ in batch],
+        [meta_json for _, meta_json, _, _ in batch],
+        [ts for _, _, ts, _ in batch],
+    )
+
+
+def _settle(future: asyncio.Future[AppendResult], result: AppendResult | None, error: BaseException | None) -> None:
+    if future.done():  # the caller went away (cancelled); the outcome stands in the database
+        return
+    if error is None:
+        future.set_result(result)  # type: ignore[arg-type]
+    else:
+        future.set_exception(error)

@@ -1,0 +1,742 @@
+"""SQLite storage (the embedded default): WAL mode, one writer thread doing group commit.
+
+Why this shape:
+- SQLite serialises writers anyway, so one dedicated thread owns the only write connection. Requests
+  from the event loop go into a thread-safe queue; the thread takes every pending request (up to
+  `max_batch`), runs them in ONE `BEGIN IMMEDIATE … COMMIT` and wakes the loop once per batch. One fsync
+  covers the whole batch, so a durable ack costs a fraction of an fsync under load.
+- A failure that belongs to one request (unknown conversation, duplicate username) fails only that
+  request: appends are written so that an expected failure writes nothing, other operations run inside
+  a SAVEPOINT. An unexpected database error in the middle of a batch rolls the batch back and replays
+  it with a SAVEPOINT around every request, so only the culprit fails.
+- A failing COMMIT (disk full, I/O error) fails every request of the batch with StorageError: nothing of
+  it was acknowledged, nothing of it is in the database.
+- Reads run on a few reader threads with their own connections; WAL lets them read the last committed
+  state while the writer writes.
+`BEGIN IMMEDIATE` takes SQLite's write lock before reading, so seq assignment and the "one open
+conversation per visitor" check stay correct even when several processes share the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, Literal, TypeVar
+
+from kefu.storage import _common as c
+from kefu.storage._common import (
+    AGENT_COLUMNS,
+    CONVERSATION_COLUMNS,
+    MESSAGE_COLUMNS,
+    SITE_COLUMNS,
+    VISITOR_COLUMNS,
+    dump_json,
+)
+from kefu.storage.base import (
+    Agent,
+    AppendResult,
+    Conflict,
+    Conversation,
+    ConversationState,
+    NewMessage,
+    NotFound,
+    Site,
+    Storage,
+    StorageError,
+    StoredMessage,
+    Visitor,
+)
+from kefu.storage.workqueue import WorkQueue
+
+T = TypeVar("T")
+
+# Ordered migrations: entry i brings the schema from version i to i + 1. Never edit a released entry;
+# append a new one.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+        """CREATE TABLE sites (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            key TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            allowed_origins TEXT NOT NULL,
+            routing TEXT NOT NULL,
+            created_at REAL NOT NULL)""",
+        """CREATE TABLE agents (
+            id TEXT PRIMARY KEY,
+            site_id INTEGER NOT NULL REFERENCES sites(id),
+            username TEXT NOT NULL UNIQUE,
+            password_hash TEXT NOT NULL,
+            name TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('agent', 'admin')),
+            teams TEXT NOT NULL,
+            skills TEXT NOT NULL,
+            capacity INTEGER NOT NULL CHECK (capacity >= 0),
+            languages TEXT NOT NULL,
+            lat REAL, lon REAL,
+            disabled INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL) WITHOUT ROWID""",
+        "CREATE INDEX agents_by_site ON agents(site_id)",
+        """CREATE TABLE visitors (
+            id TEXT PRIMARY KEY,
+            site_id INTEGER NOT NULL REFERENCES sites(id),
+            name TEXT, lang TEXT, lat REAL, lon REAL,
+            tags TEXT NOT NULL,
+            last_agent_id TEXT REFERENCES agents(id),
+            created_at REAL NOT NULL) WITHOUT ROWID""",
+        """CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            site_id INTEGER NOT NULL REFERENCES sites(id),
+            visitor_id TEXT NOT NULL REFERENCES visitors(id),
+            state TEXT NOT NULL CHECK (state IN ('queued', 'assigned', 'transferred', 'closed')),
+            agent_id TEXT REFERENCES agents(id),
+            team TEXT,
+            last_seq INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            closed_at REAL,
+            tags TEXT NOT NULL)""",
+        # The rule "at most one open conversation per visitor" lives in the database, not in a
+        # check-then-insert (Rocket.Chat #38148 created two open rooms that way).
+        "CREATE UNIQUE INDEX conversations_one_open_per_visitor ON conversations(visitor_id) WHERE state != 'closed'",
+        "CREATE INDEX conversations_by_visitor ON conversations(visitor_id, id)",
+        "CREATE INDEX conversations_by_agent ON conversations(agent_id, id)",
+        "CREATE INDEX conversations_by_site ON conversations(site_id, id)",
+        # Clustered on (conv, seq): replay and history are one range scan.
+        """CREATE TABLE messages (
+            conv INTEGER NOT NULL REFERENCES conversations(id),
+            seq INTEGER NOT NULL,
+            cmid TEXT NOT NULL,
+            sender_id TEXT NOT NULL,
+            sender_role TEXT NOT NULL,
+            sender_name TEXT,
+            body TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            meta TEXT NOT NULL,
+            ts REAL NOT NULL,
+            PRIMARY KEY (conv, seq)) WITHOUT ROWID""",
+        "CREATE UNIQUE INDEX messages_idempotency ON messages(conv, sender_id, cmid)",
+        """CREATE TABLE read_marks (
+            conv INTEGER NOT NULL REFERENCES conversations(id),
+            participant_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (conv, participant_id)) WITHOUT ROWID""",
+        """CREATE TABLE routing_decisions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conv INTEGER NOT NULL REFERENCES conversations(id),
+            ts REAL NOT NULL,
+            decision TEXT NOT NULL)""",
+        "CREATE INDEX routing_decisions_by_conv ON routing_decisions(conv, id)",
+    ),
+)
+
+_SYNCHRONOUS_LEVELS: Final = {"NORMAL": 1, "FULL": 2}
+_BUSY_TIMEOUT_MS: Final = 5_000
+_STOP: Final = object()  # queue sentinel: the writer finishes what precedes it, then exits
+
+# An operation for the writer thread: gets the write connection inside the open batch transaction.
+WriteOp = Callable[[sqlite3.Connection], Any]
+
+
+class _BatchPoisoned(Exception):
+    """An append hit an unexpected database error after writing: replay the batch item by item."""
+
+
+class SqliteStorage(Storage):
+    """SQLite in WAL mode behind one group-committing writer thread.
+
+    `synchronous="FULL"` (default) makes an ack survive power loss; "NORMAL" survives a crash of the
+    process (kill -9) but may lose the last commits on power loss or an OS crash. OFF is refused.
+    Call every method from the event loop that called `open()`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        max_batch: int = 512,
+        readers: int = 2,
+    ) -> None:
+        level = str(synchronous).upper()
+        if level not in _SYNCHRONOUS_LEVELS:
+            raise ValueError(
+                f"SQLite synchronous={synchronous!r} refused: an ack must mean stored; use FULL or NORMAL"
+            )
+        if max_batch < 1 or readers < 1:
+            raise ValueError("max_batch and readers must be positive")
+        self.path = os.fspath(path)
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            raise ValueError("SqliteStorage needs a file path (WAL does not apply to memory databases)")
+        self.synchronous = level
+        self.max_batch = max_batch
+        self._reader_count = readers
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: WorkQueue | None = None
+        self._writer: threading.Thread | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._reader_local = threading.local()
+        self._reader_connections: list[sqlite3.Connection] = []
+        self._reader_connections_lock = threading.Lock()
+        self._epoch = ""
+        self._accepting = False
+        # Fault injection for tests: called on the writer thread right before COMMIT; may raise
+        # sqlite3.Error to simulate a commit that fails (disk full, I/O error).
+        self._fault_before_commit: Callable[[], None] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._writer is not None:
+            raise RuntimeError("storage already opened")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._queue = WorkQueue()
+        ready: asyncio.Future[str] = loop.create_future()
+        self._writer = threading.Thread(target=self._writer_main, args=(ready,), name="kefu-sqlite-writer", daemon=True)
+        self._writer.start()
+        try:
+            self._epoch = await ready
+        except BaseException:
+            self._writer.join()
+            self._writer = None
+            raise
+        self._readers = ThreadPoolExecutor(max_workers=self._reader_count, thread_name_prefix="kefu-sqlite-reader")
+        self._accepting = True
+
+    async def close(self) -> None:
+        if not self._accepting:
+            return
+        self._accepting = False
+        assert self._queue is not None and self._writer is not None and self._readers is not None
+        self._queue.put(_STOP)
+        loop = asyncio.get_running_loop()
+        # Joining blocks; the writer drains what was queued before _STOP first (pending acks resolve).
+        await loop.run_in_executor(None, self._writer.join)
+        self._queue.close()
+        readers = self._readers
+        await loop.run_in_executor(None, readers.shutdown)
+        with self._reader_connections_lock:
+            for conn in self._reader_connections:
+                conn.close()
+            self._reader_connections.clear()
+
+    async def epoch(self) -> str:
+        return self._epoch
+
+    async def healthy(self) -> bool:
+        probe = c.new_epoch()
+        try:
+            await self._write(lambda conn: conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('health_probe', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (probe,)))
+            row = await self._read(lambda conn: conn.execute(
+                "SELECT value FROM meta WHERE key = 'health_probe'").fetchone())
+        except StorageError:
+            return False
+        return row is not None and row[0] == probe
+
+    # --- the writer thread -------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT_MS / 1000
+        )
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        return conn
+
+    def _setup_writer(self) -> tuple[sqlite3.Connection, str]:
+        conn = self._connect()
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StorageError(f"SQLite refused WAL mode (journal_mode={mode}) for {self.path}")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            if conn.execute("PRAGMA synchronous").fetchone()[0] != _SYNCHRONOUS_LEVELS[self.synchronous]:
+                raise StorageError(f"SQLite did not accept synchronous={self.synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            epoch = self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn, epoch
+
+    def _migrate(self, conn: sqlite3.Connection) -> str:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            if current > len(MIGRATIONS):
+                raise StorageError(
+                    f"database schema version {current} is newer than this Kefu ({len(MIGRATIONS)})"
+                )
+            for version in range(current, len(MIGRATIONS)):
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version(version) VALUES (?)", (version + 1,))
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', ?)", (c.new_epoch(),))
+            epoch = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return epoch
+
+    def _writer_main(self, ready: asyncio.Future[str]) -> None:
+        loop = self._loop
+        assert loop is not None and self._queue is not None
+        try:
+            conn, epoch = self._setup_writer()
+        except BaseException as exc:  # reported to open(); the thread has nothing else to do
+            error = exc if isinstance(exc, StorageError) else c.storage_error(exc)
+            loop.call_soon_threadsafe(_settle_one, ready, None, error)
+            return
+        loop.call_soon_threadsafe(_settle_one, ready, epoch, None)
+        queue = self._queue
+        try:
+            stopping = False
+            while not stopping:
+                items = queue.get_many(self.max_batch, 0.5)
+                if not items:
+                    continue
+                if any(item is _STOP for item in items):
+                    stopping = True
+                    items = [item for item in items if item is not _STOP]
+                if items:
+                    self._run_batch(conn, items)
+        finally:
+            conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, items: list[tuple[Any, Any, asyncio.Future[Any]]]) -> None:
+        """One transaction for all `items`, then one wake-up of the event loop with every outcome."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                outcomes = self._apply(conn, items, isolated=False)
+            except _BatchPoisoned:
+                if conn.in_transaction:  # some errors (SQLITE_FULL, IOERR) may have rolled it back already
+                    conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes = self._apply(conn, items, isolated=True)
+            if self._fault_before_commit is not None:
+                self._fault_before_commit()
+            conn.execute("COMMIT")
+        except Exception as exc:  # the batch as a whole failed: nothing of it is acknowledged
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolls back by itself after some errors; the next BEGIN starts clean
+            outcomes = [(future, None, c.storage_error(exc)) for _, _, future in items]
+        self._loop.call_soon_threadsafe(_settle_batch, outcomes)  # type: ignore[union-attr]
+
+    def _apply(
+        self, conn: sqlite3.Connection, items: list[tuple[Any, Any, asyncio.Future[Any]]], *, isolated: bool
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        cursor = conn.cursor()
+        try:
+            self._apply_with(cursor, items, outcomes, isolated)
+        finally:
+            cursor.close()  # resets a half-read statement, which would otherwise block COMMIT
+        return outcomes
+
+    @staticmethod
+    def _apply_with(
+        cursor: sqlite3.Cursor, items: list[tuple[Any, Any, asyncio.Future[Any]]],
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]], isolated: bool,
+    ) -> None:
+        for op, arg, future in items:
+            if op is _append and not isolated:
+                try:
+                    outcomes.append((future, _append(cursor, arg), None))
+                except StorageError as exc:  # expected (NotFound): _append wrote nothing
+                    outcomes.append((future, None, exc))
+                except sqlite3.Error as exc:
+                    raise _BatchPoisoned from exc
+                continue
+            cursor.execute("SAVEPOINT item")
+            try:
+                result = op(cursor, arg)
+            except Exception as exc:
+                cursor.execute("ROLLBACK TO item")
+                cursor.execute("RELEASE item")
+                outcomes.append((future, None, c.storage_error(exc) if isinstance(exc, sqlite3.Error) else exc))
+            else:
+                cursor.execute("RELEASE item")
+                outcomes.append((future, result, None))
+
+    def _submit(self, op: Callable[[sqlite3.Cursor, Any], T], arg: Any) -> asyncio.Future[T]:
+        if not self._accepting:
+            raise StorageError("storage is not open")
+        future: asyncio.Future[T] = self._loop.create_future()  # type: ignore[union-attr]
+        self._queue.put((op, arg, future))  # type: ignore[union-attr]
+        return future
+
+    async def _write(self, fn: Callable[[sqlite3.Cursor], T]) -> T:
+        """Run `fn(cursor)` on the writer thread inside the next batch transaction (in a SAVEPOINT)."""
+        return await self._submit(_call, fn)
+
+    # --- the reader threads ------------------------------------------------------------------------
+    def _reader_connection(self) -> sqlite3.Connection:
+        conn = getattr(self._reader_local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            self._reader_local.conn = conn
+            with self._reader_connections_lock:
+                self._reader_connections.append(conn)
+        return conn
+
+    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return fn(self._reader_connection())
+        except sqlite3.Error as exc:
+            raise c.storage_error(exc) from exc
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if not self._accepting:
+            raise StorageError("storage is not open")
+        return await self._loop.run_in_executor(self._readers, self._run_read, fn)  # type: ignore[union-attr]
+
+    # --- sites -------------------------------------------------------------------------------------
+    async def create_site(self, name: str, allowed_origins: tuple[str, ...], key: str | None = None) -> Site:
+        site_key = c.new_site_key() if key is None else key
+        origins = dump_json(list(allowed_origins))
+
+        def insert(cur: sqlite3.Cursor) -> Site:
+            try:
+                row = cur.execute(
+                    f"INSERT INTO sites(key, name, allowed_origins, routing, created_at) VALUES (?, ?, ?, '{{}}', ?) "
+                    f"RETURNING {SITE_COLUMNS}", (site_key, name, origins, time.time())).fetchone()
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"site key {site_key!r} exists") from exc
+            return c.site_from_row(row)
+
+        return await self._write(insert)
+
+    async def get_site_by_key(self, key: str) -> Site | None:
+        row = await self._read(lambda conn: conn.execute(
+            f"SELECT {SITE_COLUMNS} FROM sites WHERE key = ?", (key,)).fetchone())
+        return None if row is None else c.site_from_row(row)
+
+    async def get_site(self, site_id: int) -> Site | None:
+        row = await self._read(lambda conn: conn.execute(
+            f"SELECT {SITE_COLUMNS} FROM sites WHERE id = ?", (site_id,)).fetchone())
+        return None if row is None else c.site_from_row(row)
+
+    async def list_sites(self) -> list[Site]:
+        rows = await self._read(lambda conn: conn.execute(
+            f"SELECT {SITE_COLUMNS} FROM sites ORDER BY id").fetchall())
+        return [c.site_from_row(row) for row in rows]
+
+    async def update_site(
+        self, site_id: int, *, allowed_origins: tuple[str, ...] | None = None,
+        routing: dict[str, Any] | None = None,
+    ) -> Site:
+        origins = None if allowed_origins is None else dump_json(list(allowed_origins))
+        routing_json = None if routing is None else dump_json(routing)
+
+        def update(cur: sqlite3.Cursor) -> Site:
+            row = cur.execute(
+                f"UPDATE sites SET allowed_origins = coalesce(?, allowed_origins), routing = coalesce(?, routing) "
+                f"WHERE id = ? RETURNING {SITE_COLUMNS}", (origins, routing_json, site_id)).fetchone()
+            if row is None:
+                raise NotFound(f"site {site_id}")
+            return c.site_from_row(row)
+
+        return await self._write(update)
+
+    # --- visitors ----------------------------------------------------------------------------------
+    async def upsert_visitor(
+        self, site_id: int, visitor_id: str | None, *, name: str | None, lang: str | None,
+        geo: tuple[float, float] | None, tags: tuple[str, ...],
+    ) -> Visitor:
+        """Profile fields given as None (and empty `tags`) leave the stored value unchanged."""
+        lat, lon = (None, None) if geo is None else (float(geo[0]), float(geo[1]))
+        tags_json = dump_json(list(tags)) if tags else None
+        known_id = visitor_id if visitor_id is not None and c.VISITOR_ID_PATTERN.match(visitor_id) else None
+
+        def upsert(cur: sqlite3.Cursor) -> Visitor:
+            if known_id is not None:
+                row = cur.execute(
+                    f"UPDATE visitors SET name = coalesce(?, name), lang = coalesce(?, lang), "
+                    f"lat = coalesce(?, lat), lon = coalesce(?, lon), tags = coalesce(?, tags) "
+                    f"WHERE id = ? AND site_id = ? RETURNING {VISITOR_COLUMNS}",
+                    (name, lang, lat, lon, tags_json, known_id, site_id)).fetchone()
+                if row is not None:
+                    return c.visitor_from_row(row)
+            try:
+                row = cur.execute(
+                    f"INSERT INTO visitors(id, site_id, name, lang, lat, lon, tags, created_at) "
+                    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {VISITOR_COLUMNS}",
+                    (c.new_visitor_id(), site_id, name, lang, lat, lon, tags_json or "[]", time.time())).fetchone()
+            except sqlite3.IntegrityError as exc:
+                raise NotFound(f"site {site_id}") from exc
+            return c.visitor_from_row(row)
+
+        return await self._write(upsert)
+
+    async def get_visitor(self, visitor_id: str) -> Visitor | None:
+        row = await self._read(lambda conn: conn.execute(
+            f"SELECT {VISITOR_COLUMNS} FROM visitors WHERE id = ?", (visitor_id,)).fetchone())
+        return None if row is None else c.visitor_from_row(row)
+
+    async def set_visitor_last_agent(self, visitor_id: str, agent_id: str) -> None:
+        def update(cur: sqlite3.Cursor) -> None:
+            try:
+                cur.execute("UPDATE visitors SET last_agent_id = ? WHERE id = ?", (agent_id, visitor_id))
+            except sqlite3.IntegrityError as exc:
+                raise NotFound(f"agent {agent_id}") from exc
+            if cur.rowcount == 0:
+                raise NotFound(f"visitor {visitor_id}")
+
+        await self._write(update)
+
+    # --- agents ------------------------------------------------------------------------------------
+    async def create_agent(
+        self, site_id: int, username: str, password_hash: str, *, name: str,
+        role: Literal["agent", "admin"] = "agent", teams: tuple[str, ...] = (),
+        skills: dict[str, float] | None = None, capacity: int = 5, languages: tuple[str, ...] = (),
+        geo: tuple[float, float] | None = None,
+    ) -> Agent:
+        c.check_role(role)
+        lat, lon = (None, None) if geo is None else (float(geo[0]), float(geo[1]))
+        values = (
+            c.new_agent_id(), site_id, username, password_hash, name, role, dump_json(list(teams)),
+            dump_json(skills or {}), int(capacity), dump_json(list(languages)), lat, lon, time.time(),
+        )
+
+        def insert(cur: sqlite3.Cursor) -> Agent:
+            try:
+                row = cur.execute(
+                    f"INSERT INTO agents(id, site_id, username, password_hash, name, role, teams, skills, "
+                    f"capacity, languages, lat, lon, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    f"RETURNING {AGENT_COLUMNS}", values).fetchone()
+            except sqlite3.IntegrityError as exc:
+                if "UNIQUE" in str(exc):
+                    raise Conflict(f"username {username!r} exists") from exc
+                raise NotFound(f"site {site_id}") from exc
+            return c.agent_from_row(row)
+
+        return await self._write(insert)
+
+    async def get_agent(self, agent_id: str) -> Agent | None:
+        row = await self._read(lambda conn: conn.execute(
+            f"SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?", (agent_id,)).fetchone())
+        return None if row is None else c.agent_from_row(row)
+
+    async def get_agent_by_username(self, username: str) -> Agent | None:
+        row = await self._read(lambda conn: conn.execute(
+            f"SELECT {AGENT_COLUMNS} FROM agents WHERE username = ?", (username,)).fetchone())
+        return None if row is None else c.agent_from_row(row)
+
+    async def list_agents(self, site_id: int) -> list[Agent]:
+        rows = await self._read(lambda conn: conn.execute(
+            f"SELECT {AGENT_COLUMNS} FROM agents WHERE site_id = ? ORDER BY username", (site_id,)).fetchall())
+        return [c.agent_from_row(row) for row in rows]
+
+    async def update_agent(self, agent_id: str, **fields: Any) -> Agent:
+        c.check_agent_fields(fields)
+        columns = c.agent_column_values(fields)
+
+        def update(cur: sqlite3.Cursor) -> Agent:
+            assignments = ", ".join(f"{column} = ?" for column in columns) or "id = id"
+            row = cur.execute(
+                f"UPDATE agents SET {assignments} WHERE id = ? RETURNING {AGENT_COLUMNS}",
+                (*columns.values(), agent_id)).fetchone()
+            if row is None:
+                raise NotFound(f"agent {agent_id}")
+            return c.agent_from_row(row)
+
+        return await self._write(update)
+
+    # --- conversations -----------------------------------------------------------------------------
+    async def open_conversation(
+        self, site_id: int, visitor_id: str, tags: tuple[str, ...] = ()
+    ) -> tuple[Conversation, bool]:
+        tags_json = dump_json(list(tags))
+
+        def open_or_create(cur: sqlite3.Cursor) -> tuple[Conversation, bool]:
+            # Under BEGIN IMMEDIATE nobody else writes between this check and the insert; the partial
+            # unique index still guards the rule should that ever change.
+            row = cur.execute(
+                f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE visitor_id = ? AND state != 'closed'",
+                (visitor_id,)).fetchone()
+            if row is not None:
+                return c.conversation_from_row(row), False
+            owner = cur.execute("SELECT site_id FROM visitors WHERE id = ?", (visitor_id,)).fetchone()
+            if owner is None or owner[0] != site_id:
+                raise NotFound(f"visitor {visitor_id} on site {site_id}")
+            try:
+                row = cur.execute(
+                    f"INSERT INTO conversations(site_id, visitor_id, state, created_at, tags) "
+                    f"VALUES (?, ?, 'queued', ?, ?) RETURNING {CONVERSATION_COLUMNS}",
+                    (site_id, visitor_id, time.time(), tags_json)).fetchone()
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"visitor {visitor_id} has an open conversation") from exc
+            return c.conversation_from_row(row), True
+
+        return await self._write(open_or_create)
+
+    async def get_conversation(self, conv_id: int) -> Conversation | None:
+        row = await self._read(lambda conn: conn.execute(
+            f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?", (conv_id,)).fetchone())
+        return None if row is None else c.conversation_from_row(row)
+
+    async def set_conversation_state(
+        self, conv_id: int, state: ConversationState, agent_id: str | None, *, team: str | None = None,
+    ) -> Conversation:
+        """`team=None` keeps the conversation's team; reopening while another is open raises Conflict."""
+        c.check_state(state)
+
+        def update(cur: sqlite3.Cursor) -> Conversation:
+            try:
+                row = cur.execute(
+                    f"UPDATE conversations SET state = ?, agent_id = ?, team = coalesce(?, team), "
+                    f"closed_at = CASE WHEN ? = 'closed' THEN coalesce(closed_at, ?) ELSE NULL END "
+                    f"WHERE id = ? RETURNING {CONVERSATION_COLUMNS}",
+                    (state, agent_id, team, state, time.time(), conv_id)).fetchone()
+            except sqlite3.IntegrityError as exc:
+                if "UNIQUE" in str(exc):
+                    raise Conflict(f"the visitor of conversation {conv_id} has another open one") from exc
+                raise NotFound(f"agent {agent_id}") from exc
+            if row is None:
+                raise NotFound(f"conversation {conv_id}")
+            return c.conversation_from_row(row)
+
+        return await self._write(update)
+
+    async def list_conversations(
+        self, *, site_id: int | None = None, visitor_id: str | None = None, agent_id: str | None = None,
+        states: tuple[ConversationState, ...] | None = None, limit: int = 200,
+    ) -> list[Conversation]:
+        clauses, params = _conversation_filter(site_id, visitor_id, agent_id, states)
+        params.append(c.clamp_limit(limit, c.MAX_LIST_LIMIT))
+        sql = f"SELECT {CONVERSATION_COLUMNS} FROM conversations {clauses} ORDER BY id DESC LIMIT ?"
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [c.conversation_from_row(row) for row in rows]
+
+    # --- messages ----------------------------------------------------------------------------------
+    async def append_message(self, msg: NewMessage) -> AppendResult:
+        meta_json = c.check_storable_message(msg)
+        return await self._submit(_append, (msg, meta_json))
+
+    async def messages_after(self, conv_id: int, after_seq: int, limit: int) -> list[StoredMessage]:
+        page = c.clamp_limit(limit, c.MAX_PAGE_LIMIT)
+        if page == 0:
+            return []
+        rows = await self._read(lambda conn: conn.execute(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (conv_id, after_seq, page)).fetchall())
+        return [c.message_from_row(row) for row in rows]
+
+    async def set_read_mark(self, conv_id: int, participant_id: str, seq: int) -> int:
+        """The mark never passes the conversation's last seq (a hostile client cannot park it at 2^53)."""
+
+        def raise_mark(cur: sqlite3.Cursor) -> int:
+            row = cur.execute(
+                "INSERT INTO read_marks(conv, participant_id, seq) "
+                "SELECT id, ?, max(0, min(?, last_seq)) FROM conversations WHERE id = ? "
+                "ON CONFLICT(conv, participant_id) DO UPDATE SET seq = max(seq, excluded.seq) RETURNING seq",
+                (participant_id, int(seq), conv_id)).fetchone()
+            if row is None:
+                raise NotFound(f"conversation {conv_id}")
+            return row[0]
+
+        return await self._write(raise_mark)
+
+    # --- routing audit -----------------------------------------------------------------------------
+    async def record_routing_decision(self, conv_id: int, decision: dict[str, Any]) -> int:
+        decision_json = dump_json(decision)
+
+        def insert(cur: sqlite3.Cursor) -> int:
+            try:
+                row = cur.execute(
+                    "INSERT INTO routing_decisions(conv, ts, decision) VALUES (?, ?, ?) RETURNING id",
+                    (conv_id, time.time(), decision_json)).fetchone()
+            except sqlite3.IntegrityError as exc:
+                raise NotFound(f"conversation {conv_id}") from exc
+            return row[0]
+
+        return await self._write(insert)
+
+    async def routing_decisions(self, conv_id: int) -> list[dict[str, Any]]:
+        rows = await self._read(lambda conn: conn.execute(
+            "SELECT id, ts, decision FROM routing_decisions WHERE conv = ? ORDER BY id", (conv_id,)).fetchall())
+        return [c.decision_from_row(row) for row in rows]
+
+
+# --- operations run by the writer thread ------------------------------------------------------------
+
+def _append(cur: sqlite3.Cursor, item: tuple[NewMessage, str]) -> AppendResult:
+    """Assign the next seq and insert, or return the original seq of a retried (conv, sender, cmid).
+
+    Written so that the expected failures write nothing (unknown conversation), and a duplicate gives
+    back the seq it took: the batch needs no SAVEPOINT per message."""
+    msg, meta_json = item
+    rows = cur.execute(
+        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (msg.conv,)
+    ).fetchall()
+    if not rows:
+        raise NotFound(f"conversation {msg.conv}")
+    seq = rows[0][0]
+    ts = time.time()
+    cur.execute(
+        "INSERT INTO messages(conv, seq, cmid, sender_id, sender_role, sender_name, body, kind, meta, ts) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(conv, sender_id, cmid) DO NOTHING",
+        (msg.conv, seq, msg.cmid, msg.sender_id, msg.sender_role, msg.sender_name, msg.text, msg.kind,
+         meta_json, ts),
+    )
+    if cur.rowcount == 1:
+        return AppendResult(seq=seq, ts=ts, created=True)
+    # A retry: give the seq back (this thread holds the write lock, nobody took a later one) and answer
+    # with the original.
+    cur.execute("UPDATE conversations SET last_seq = last_seq - 1 WHERE id = ?", (msg.conv,))
+    original = cur.execute(
+        "SELECT seq, ts FROM messages WHERE conv = ? AND sender_id = ? AND cmid = ?",
+        (msg.conv, msg.sender_id, msg.cmid),
+    ).fetchone()
+    return AppendResult(seq=original[0], ts=original[1], created=False)
+
+
+def _call(cur: sqlite3.Cursor, fn: Callable[[sqlite3.Cursor], T]) -> T:
+    return fn(cur)
+
+
+def _settle_one(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller went away (cancelled); the outcome stands in the database
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+def _settle_batch(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        _settle_one(future, result, error)
+
+
+def _conversation_filter(
+    site_id: int | None, visitor_id: str | None, agent_id: str | None,
+    states: tuple[ConversationState, ...] | None,
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("site_id", site_id), ("visitor_id", visitor_id), ("agent_id", agent_id)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if states is not None:
+        for state in states:
+            c.check_state(state)
+        if not states:
+            clauses.append("0")
+        else:
+            clauses.append(f"state IN ({', '.join('?' * len(states))})")
+            params.extend(states)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params

@@ -1,0 +1,625 @@
+"""The Storage contract, run against both real backends (SQLite file, PostgreSQL database).
+
+What is checked is what delivery relies on: seq gap-free and unique under concurrency (also with two
+storage instances = two server processes on one database), a retried cmid never creates a second
+message, one open conversation per visitor, an ack only after a durable commit (kill -9 test), and a
+failed commit acks nothing and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from kefu.storage import (
+    AppendResult,
+    Conflict,
+    Conversation,
+    NewMessage,
+    NotFound,
+    Site,
+    Storage,
+    StorageError,
+    Visitor,
+    open_storage,
+)
+from kefu.storage.postgres import PostgresStorage
+from kefu.storage.sqlite import SqliteStorage
+
+# --- fixtures: real databases ----------------------------------------------------------------------
+# SQLite: a file under tmp_path. PostgreSQL: one randomly named database per session on the server at
+# KEFU_TEST_PG_DSN (dropped afterwards) and a fresh schema in it per test, chosen through the DSN's
+# search_path as an operator would. PostgreSQL tests are skipped only when the server is unreachable.
+
+DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _run_apart(make_coroutine: Callable[[], Any]) -> Any:
+    """Run a coroutine to completion on its own loop and thread: the session fixture below may be
+    requested from inside a running test loop, where asyncio.run() is not allowed."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(make_coroutine())).result()
+
+
+def _with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def pg_database_dsn() -> Iterator[str]:
+    """DSN of a fresh database on the test server; dropped at the end of the session."""
+    admin_dsn = os.environ.get("KEFU_TEST_PG_DSN", DEFAULT_PG_DSN)
+    database = "kefu_test_" + secrets.token_hex(6)
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin_dsn, timeout=5)
+        try:
+            await conn.execute(f'CREATE DATABASE "{database}"')
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin_dsn, timeout=5)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    try:
+        _run_apart(create)
+    except (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError) as exc:
+        pytest.skip(f"PostgreSQL at {admin_dsn} is unreachable ({exc}); set KEFU_TEST_PG_DSN or start it")
+    try:
+        yield _with_database(admin_dsn, database)
+    finally:
+        _run_apart(drop)
+
+
+async def fresh_schema_dsn(database_dsn: str) -> str:
+    """A new empty schema in the test database, selected by the returned DSN's search_path."""
+    schema = "t_" + secrets.token_hex(6)
+    conn = await asyncpg.connect(database_dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await conn.close()
+    return f"{database_dsn}?search_path={schema}"
+
+
+@dataclass
+class Backend:
+    """A storage location; `make()` returns a new, unopened Storage on it (to reopen, or a 2nd node)."""
+
+    name: str
+    make: Callable[..., Storage]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        path = tmp_path / "kefu.db"
+        return Backend("sqlite", lambda **options: SqliteStorage(path, **options))
+    dsn = await fresh_schema_dsn(request.getfixturevalue("pg_database_dsn"))
+    return Backend("postgres", lambda **options: PostgresStorage(dsn, **options))
+
+
+@pytest.fixture
+async def storage(backend: Backend) -> AsyncIterator[Storage]:
+    store = backend.make()
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def make_conversations(storage: Storage, count: int, site: Site | None = None) -> list[Conversation]:
+    site = site or await storage.create_site("shop", ("https://shop.example",))
+    conversations = []
+    for index in range(count):
+        visitor = await storage.upsert_visitor(site.id, None, name=f"v{index}", lang="en", geo=None, tags=())
+        conversation, created = await storage.open_conversation(site.id, visitor.id)
+        assert created
+        conversations.append(conversation)
+    return conversations
+
+
+def message(conv: Conversation, cmid: str, sender: str | None = None, text: str = "hello") -> NewMessage:
+    return NewMessage(conv=conv.id, cmid=cmid, sender_id=sender or conv.visitor_id, sender_role="visitor",
+                      sender_name=None, text=text)
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+async def test_seq_starts_at_one_and_is_gap_free_under_concurrency(storage: Storage) -> None:
+    conversations = await make_conversations(storage, 20)
+    sends = [message(conversations[i % 20], f"m{i}") for i in range(2000)]
+    results = await asyncio.gather(*(storage.append_message(m) for m in sends))
+    assert all(result.created for result in results)
+    for conv in conversations:
+        seqs = sorted(result.seq for m, result in zip(sends, results) if m.conv == conv.id)
+        assert seqs == list(range(1, 101))
+        stored = await storage.messages_after(conv.id, 0, 1000)
+        assert [m.seq for m in stored] == list(range(1, 101))
+        # Same cmid <-> seq mapping in storage as in the acks.
+        acked = {m.cmid: result.seq for m, result in zip(sends, results) if m.conv == conv.id}
+        assert {m.cmid: m.seq for m in stored} == acked
+        assert (await storage.get_conversation(conv.id)).last_seq == 100
+
+
+async def test_two_instances_on_one_database_keep_seq_gap_free(storage: Storage, backend: Backend) -> None:
+    """Two server processes sharing the database: the seq rule and idempotency hold across them."""
+    conversations = await make_conversations(storage, 4)
+    other = backend.make()
+    await other.open()
+    try:
+        sends = [message(conversations[i % 4], f"m{i}") for i in range(400)]
+        duplicate = message(conversations[0], "same")
+        results = await asyncio.gather(
+            *((storage if i % 2 else other).append_message(m) for i, m in enumerate(sends)),
+            *((storage if i % 2 else other).append_message(duplicate) for i in range(10)),
+        )
+    finally:
+        await other.close()
+    duplicate_results = results[400:]
+    assert len({r.seq for r in duplicate_results}) == 1
+    assert sum(r.created for r in duplicate_results) == 1
+    for conv in conversations:
+        stored = await storage.messages_after(conv.id, 0, 1000)
+        expected = 101 if conv.id == conversations[0].id else 100
+        assert [m.seq for m in stored] == list(range(1, expected + 1))
+
+
+async def test_retried_cmid_returns_original_seq_and_consumes_none(storage: Storage) -> None:
+    (conv,) = await make_conversations(storage, 1)
+    first = await storage.append_message(message(conv, "c1", text="first"))
+    retry = await storage.append_message(message(conv, "c1", text="first, resent"))
+    assert first == AppendResult(seq=1, ts=first.ts, created=True)
+    assert retry == AppendResult(seq=1, ts=first.ts, created=False)
+    assert (await storage.append_message(message(conv, "c2"))).seq == 2
+    stored = await storage.messages_after(conv.id, 0, 10)
+    assert [(m.seq, m.cmid, m.text) for m in stored] == [(1, "c1", "first"), (2, "c2", "hello")]
+
+
+async def test_concurrent_duplicates_make_exactly_one_row(storage: Storage) -> None:
+    (conv,) = await make_conversations(storage, 1)
+    results = await asyncio.gather(*(storage.append_message(message(conv, "dup")) for _ in range(10)))
+    assert {r.seq for r in results} == {1}
+    assert sum(r.created for r in results) == 1
+    assert len({r.ts for r in results}) == 1
+    assert [m.seq for m in await storage.messages_after(conv.id, 0, 10)] == [1]
+    assert (await storage.get_conversation(conv.id)).last_seq == 1
+
+
+async def test_different_senders_may_reuse_a_cmid(storage: Storage) -> None:
+    (conv,) = await make_conversations(storage, 1)
+    from_visitor = await storage.append_message(message(conv, "x"))
+    from_agent = await storage.append_message(message(conv, "x", sender="a_agent"))
+    assert (from_visitor.seq, from_agent.seq) == (1, 2)
+    assert from_agent.created
+
+
+async def test_unknown_conversation_fails_alone(storage: Storage) -> None:
+    conversations = await make_conversations(storage, 2)
+    missing = NewMessage(conv=999_999, cmid="lost", sender_id="v_x", sender_role="visitor", sender_name=None,
+                         text="nobody")
+    sends = [message(conversations[i % 2], f"m{i}") for i in range(20)]
+    sends.insert(7, missing)
+    results = await asyncio.gather(*(storage.append_message(m) for m in sends), return_exceptions=True)
+    assert isinstance(results[7], NotFound)
+    ok = [r for i, r in enumerate(results) if i != 7]
+    assert all(isinstance(r, AppendResult) and r.created for r in ok)
+    for conv in conversations:
+        assert [m.seq for m in await storage.messages_after(conv.id, 0, 100)] == list(range(1, 11))
+
+
+async def test_messages_after_pages_in_seq_order_and_round_trips_fields(storage: Storage) -> None:
+    (conv,) = await make_conversations(storage, 1)
+    await storage.append_message(NewMessage(
+        conv=conv.id, cmid="rich", sender_id="a_1", sender_role="agent", sender_name="Ann", text="你好 ✓",
+        kind="image", meta={"url": "https://x/y.png", "size": [1, 2]}))
+    for i in range(24):
+        await storage.append_message(message(conv, f"m{i}"))
+    pages, after = [], 0
+    while page := await storage.messages_after(conv.id, after, 10):
+        pages.append([m.seq for m in page])
+        after = page[-1].seq
+    assert pages == [list(range(1, 11)), list(range(11, 21)), list(range(21, 26))]
+    (rich,) = await storage.messages_after(conv.id, 0, 1)
+    assert (rich.cmid, rich.sender_id, rich.sender_role, rich.sender_name, rich.text, rich.kind, rich.meta) == (
+        "rich", "a_1", "agent", "Ann", "你好 ✓", "image", {"url": "https://x/y.png", "size": [1, 2]})
+    assert await storage.messages_after(conv.id, 0, 0) == []
+    assert await storage.messages_after(conv.id, 25, 10) == []
+
+
+async def test_nul_characters_are_refused_as_bad_input(storage: Storage) -> None:
+    (conv,) = await make_conversations(storage, 1)
+    with pytest.raises(ValueError):
+        await storage.append_message(message(conv, "nul", text="a\x00b"))
+    with pytest.raises(ValueError):
+        await storage.append_message(NewMessage(conv=conv.id, cmid="m", sender_id=conv.visitor_id,
+                                                sender_role="visitor", sender_name=None, text="t",
+                                                meta={"k": "\x00"}))
+    assert await storage.messages_after(conv.id, 0, 10) == []
+
+
+# --- conversations -------------------------------------------------------------------------------
+
+async def test_open_conversation_race_creates_one(storage: Storage) -> None:
+    site = await storage.create_site("shop", ())
+    visitor = await storage.upsert_visitor(site.id, None, name=None, lang=None, geo=None, tags=())
+    outcomes = await asyncio.gather(*(storage.open_conversation(site.id, visitor.id, ("vip",)) for _ in range(20)))
+    assert len({conv.id for conv, _ in outcomes}) == 1
+    assert sum(created for _, created in outcomes) == 1
+    conv = outcomes[0][0]
+    assert (conv.state, conv.agent_id, conv.last_seq, conv.tags, conv.closed_at) == ("queued", None, 0, ("vip",), None)
+
+    closed = await storage.set_conversation_state(conv.id, "closed", None)
+    assert closed.closed_at is not None
+    again, created = await storage.open_conversation(site.id, visitor.id)
+    assert created and again.id != conv.id
+    # Reopening the closed one while another is open would break "one open conversation".
+    with pytest.raises(Conflict):
+        await storage.set_conversation_state(conv.id, "queued", None)
+    assert [c.id for c in await storage.list_conversations(visitor_id=visitor.id)] == [again.id, conv.id]
+
+
+async def test_open_conversation_checks_the_visitor_belongs_to_the_site(storage: Storage) -> None:
+    site = await storage.create_site("shop", ())
+    other_site = await storage.create_site("other", ())
+    visitor = await storage.upsert_visitor(site.id, None, name=None, lang=None, geo=None, tags=())
+    with pytest.raises(NotFound):
+        await storage.open_conversation(other_site.id, visitor.id)
+    with pytest.raises(NotFound):
+        await storage.open_conversation(site.id, "v_" + "x" * 22)
+
+
+async def test_conversation_state_and_listing(storage: Storage) -> None:
+    site = await storage.create_site("shop", ())
+    agent = await storage.create_agent(site.id, "ann", "$argon2id$x", name="Ann")
+    first, second = await make_conversations(storage, 2, site)
+    assigned = await storage.set_conversation_state(first.id, "assigned", agent.id, team="billing")
+    assert (assigned.state, assigned.agent_id, assigned.team, assigned.closed_at) == (
+        "assigned", agent.id, "billing", None)
+    transferred = await storage.set_conversation_state(first.id, "transferred", None)
+    assert (transferred.agent_id, transferred.team) == (None, "billing")  # team=None keeps the team
+    await storage.set_conversation_state(second.id, "assigned", agent.id)
+    with pytest.raises(NotFound):
+        await storage.set_conversation_state(999_999, "assigned", agent.id)
+    with pytest.raises(NotFound):
+        await storage.set_conversation_state(first.id, "assigned", "a_nobody")
+    with pytest.raises(ValueError):
+        await storage.set_conversation_state(first.id, "lost", None)  # type: ignore[arg-type]
+
+    assert [c.id for c in await storage.list_conversations(site_id=site.id)] == [second.id, first.id]
+    assert [c.id for c in await storage.list_conversations(agent_id=agent.id)] == [second.id]
+    assert [c.id for c in await storage.list_conversations(states=("transferred",))] == [first.id]
+    assert await storage.list_conversations(states=()) == []
+    assert [c.id for c in await storage.list_conversations(site_id=site.id, limit=1)] == [second.id]
+    assert await storage.get_conversation(999_999) is None
+
+
+async def test_read_marks_only_rise_and_stay_within_the_conversation(storage: Storage) -> None:
+    (conv,) = await make_conversations(storage, 1)
+    for i in range(5):
+        await storage.append_message(message(conv, f"m{i}"))
+    assert await storage.set_read_mark(conv.id, "a_1", 3) == 3
+    assert await storage.set_read_mark(conv.id, "a_1", 2) == 3
+    assert await storage.set_read_mark(conv.id, "a_1", 2**53) == 5  # clamped to last_seq
+    assert await storage.set_read_mark(conv.id, conv.visitor_id, -4) == 0
+    with pytest.raises(NotFound):
+        await storage.set_read_mark(999_999, "a_1", 1)
+
+
+async def test_routing_decisions_round_trip(storage: Storage) -> None:
+    (conv,) = await make_conversations(storage, 1)
+    first = {"agent": "a_1", "scores": {"geo": 0.5, "skill": 1.0}, "excluded": ["a_2"]}
+    second = {"agent": None, "queued": True, "position": 3}
+    first_id = await storage.record_routing_decision(conv.id, first)
+    second_id = await storage.record_routing_decision(conv.id, second)
+    assert second_id > first_id
+    decisions = await storage.routing_decisions(conv.id)
+    assert [d["id"] for d in decisions] == [first_id, second_id]
+    assert all(isinstance(d["ts"], float) for d in decisions)
+    assert [{k: v for k, v in d.items() if k not in ("id", "ts")} for d in decisions] == [first, second]
+    assert await storage.routing_decisions(999_999) == []
+    with pytest.raises(NotFound):
+        await storage.record_routing_decision(999_999, first)
+
+
+# --- sites, visitors, agents ---------------------------------------------------------------------
+
+async def test_sites(storage: Storage) -> None:
+    site = await storage.create_site("shop", ("https://shop.example", "http://localhost:8080"))
+    assert len(site.key) >= 16 and site.routing == {}
+    assert site.allowed_origins == ("https://shop.example", "http://localhost:8080")
+    named = await storage.create_site("named", (), key="fixed-key-for-demo")
+    with pytest.raises(Conflict):
+        await storage.create_site("again", (), key="fixed-key-for-demo")
+    assert await storage.get_site_by_key("fixed-key-for-demo") == named
+    assert await storage.get_site(site.id) == site
+    assert await storage.get_site_by_key("nope") is None
+    updated = await storage.update_site(site.id, routing={"w_geo": 0.4})
+    assert (updated.routing, updated.allowed_origins) == ({"w_geo": 0.4}, site.allowed_origins)
+    updated = await storage.update_site(site.id, allowed_origins=())
+    assert (updated.routing, updated.allowed_origins) == ({"w_geo": 0.4}, ())
+    with pytest.raises(NotFound):
+        await storage.update_site(999_999, routing={})
+    assert [s.id for s in await storage.list_sites()] == [site.id, named.id]
+
+
+async def test_visitor_upsert(storage: Storage) -> None:
+    site = await storage.create_site("shop", ())
+    other_site = await storage.create_site("other", ())
+    visitor = await storage.upsert_visitor(site.id, None, name="Li", lang="zh", geo=(31.2, 121.5), tags=("vip",))
+    assert visitor.id.startswith("v_") and len(visitor.id) == 24
+    assert visitor == Visitor(visitor.id, site.id, "Li", "zh", (31.2, 121.5), ("vip",), None)
+
+    returning = await storage.upsert_visitor(site.id, visitor.id, name=None, lang="en", geo=None, tags=())
+    assert returning == Visitor(visitor.id, site.id, "Li", "en", (31.2, 121.5), ("vip",), None)
+
+    # Another site's visitor id, an unknown id and a malformed one all give a fresh visitor.
+    foreign = await storage.upsert_visitor(other_site.id, visitor.id, name="X", lang=None, geo=None, tags=())
+    unknown = await storage.upsert_visitor(site.id, "v_" + "A" * 22, name=None, lang=None, geo=None, tags=())
+    malformed = await storage.upsert_visitor(site.id, "'; drop table visitors", name=None, lang=None, geo=None,
+                                             tags=())
+    fresh_ids = {foreign.id, unknown.id, malformed.id}
+    assert len(fresh_ids) == 3 and visitor.id not in fresh_ids and "v_" + "A" * 22 not in fresh_ids
+    assert foreign.site_id == other_site.id
+    assert await storage.get_visitor(visitor.id) == returning
+    with pytest.raises(NotFound):
+        await storage.upsert_visitor(999_999, None, name=None, lang=None, geo=None, tags=())
+
+    agent = await storage.create_agent(site.id, "ann", "$argon2id$x", name="Ann")
+    await storage.set_visitor_last_agent(visitor.id, agent.id)
+    assert (await storage.get_visitor(visitor.id)).last_agent_id == agent.id
+    with pytest.raises(NotFound):
+        await storage.set_visitor_last_agent("v_nobody", agent.id)
+    assert await storage.get_visitor("v_nobody") is None
+
+
+async def test_agents(storage: Storage) -> None:
+    site = await storage.create_site("shop", ())
+    other_site = await storage.create_site("other", ())
+    ann = await storage.create_agent(
+        site.id, "ann", "$argon2id$v=19$x", name="Ann", role="admin", teams=("billing",),
+        skills={"billing/refund": 0.9}, capacity=3, languages=("en", "zh"), geo=(48.1, 11.6))
+    assert ann.id.startswith("a_") and len(ann.id) > 10
+    assert (ann.role, ann.teams, ann.skills, ann.capacity, ann.languages, ann.geo, ann.disabled) == (
+        "admin", ("billing",), {"billing/refund": 0.9}, 3, ("en", "zh"), (48.1, 11.6), False)
+    with pytest.raises(Conflict):
+        await storage.create_agent(site.id, "ann", "h", name="Other Ann")
+    with pytest.raises(Conflict):  # usernames are unique across the installation
+        await storage.create_agent(other_site.id, "ann", "h", name="Other Ann")
+    with pytest.raises(NotFound):
+        await storage.create_agent(999_999, "bob", "h", name="Bob")
+    bob = await storage.create_agent(site.id, "bob", "h", name="Bob")
+    assert await storage.get_agent(ann.id) == ann
+    assert await storage.get_agent_by_username("ann") == ann
+    assert await storage.get_agent_by_username("nobody") is None
+    assert [a.username for a in await storage.list_agents(site.id)] == ["ann", "bob"]
+    assert await storage.list_agents(other_site.id) == []
+
+    changed = await storage.update_agent(bob.id, capacity=7, skills={"sales": 0.5}, geo=None, disabled=True,
+                                         teams=("sales", "vip"), role="admin", name="Robert")
+    assert (changed.capacity, changed.skills, changed.disabled, changed.teams, changed.role, changed.name) == (
+        7, {"sales": 0.5}, True, ("sales", "vip"), "admin", "Robert")
+    assert await storage.get_agent(bob.id) == changed
+    with pytest.raises(ValueError):
+        await storage.update_agent(bob.id, username="bobby")
+    with pytest.raises(NotFound):
+        await storage.update_agent("a_nobody", capacity=1)
+
+
+# --- lifecycle -----------------------------------------------------------------------------------
+
+async def test_reopen_keeps_data_and_epoch(backend: Backend) -> None:
+    first = backend.make()
+    await first.open()
+    epoch = await first.epoch()
+    assert len(epoch) == 32 and int(epoch, 16) >= 0
+    assert await first.healthy()
+    (conv,) = await make_conversations(first, 1)
+    await first.append_message(message(conv, "before"))
+    await first.close()
+    await first.close()  # idempotent
+
+    second = backend.make()
+    await second.open()
+    try:
+        assert await second.epoch() == epoch
+        assert [m.cmid for m in await second.messages_after(conv.id, 0, 10)] == ["before"]
+        assert (await second.append_message(message(conv, "after"))).seq == 2
+        assert (await second.append_message(message(conv, "before"))).created is False
+    finally:
+        await second.close()
+    with pytest.raises(StorageError):
+        await second.append_message(message(conv, "closed"))
+
+
+async def test_close_resolves_appends_already_made(backend: Backend) -> None:
+    store = backend.make()
+    await store.open()
+    (conv,) = await make_conversations(store, 1)
+    pending = [asyncio.ensure_future(store.append_message(message(conv, f"m{i}"))) for i in range(50)]
+    await asyncio.sleep(0)  # let them reach the storage
+    await store.close()
+    assert sorted(r.seq for r in await asyncio.gather(*pending)) == list(range(1, 51))
+
+
+# --- durability settings -------------------------------------------------------------------------
+
+def test_sqlite_refuses_synchronous_off(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="refused"):
+        SqliteStorage(tmp_path / "k.db", synchronous="OFF")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="refused"):
+        open_storage(f"sqlite:///{tmp_path}/k.db?synchronous=off")
+
+
+async def test_postgres_refuses_synchronous_commit_off(pg_database_dsn: str) -> None:
+    dsn = await fresh_schema_dsn(pg_database_dsn)
+    store = PostgresStorage(dsn + "&synchronous_commit=off")
+    with pytest.raises(StorageError, match="synchronous_commit"):
+        await store.open()
+    accepted = PostgresStorage(dsn + "&synchronous_commit=remote_apply")
+    await accepted.open()
+    await accepted.close()
+
+
+def test_open_storage_urls(tmp_path: Path) -> None:
+    absolute = open_storage(f"sqlite:///{tmp_path}/a.db")
+    assert isinstance(absolute, SqliteStorage) and absolute.path == f"{tmp_path}/a.db"
+    relative = open_storage("sqlite:///data/kefu.db?synchronous=NORMAL")
+    assert isinstance(relative, SqliteStorage)
+    assert (relative.path, relative.synchronous) == ("data/kefu.db", "NORMAL")
+    assert open_storage("kefu.db").path == "kefu.db"  # type: ignore[attr-defined]
+    pg = open_storage("postgres://u@h:5432/db?search_path=kefu")
+    assert isinstance(pg, PostgresStorage) and pg.dsn == "postgres://u@h:5432/db?search_path=kefu"
+    assert isinstance(open_storage("postgresql://u@h/db"), PostgresStorage)
+    for bad in ("mysql://h/db", "sqlite://", "sqlite://host/x.db", "sqlite:///x.db?journal=off", ":memory:"):
+        with pytest.raises(ValueError):
+            open_storage(bad)
+
+
+# --- faults (SQLite; the PostgreSQL server's own faults belong to the integration tests) -------------
+
+async def test_sqlite_failed_commit_acks_nothing_and_recovers(tmp_path: Path) -> None:
+    store = SqliteStorage(tmp_path / "k.db")
+    await store.open()
+    try:
+        (conv,) = await make_conversations(store, 1)
+
+        def disk_io_error() -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        store._fault_before_commit = disk_io_error
+        results = await asyncio.gather(*(store.append_message(message(conv, f"m{i}")) for i in range(30)),
+                                       return_exceptions=True)
+        assert all(type(r) is StorageError for r in results)
+        with pytest.raises(StorageError):
+            await store.set_read_mark(conv.id, "a_1", 1)
+        store._fault_before_commit = None
+
+        assert await store.messages_after(conv.id, 0, 100) == []
+        assert (await store.get_conversation(conv.id)).last_seq == 0
+        retried = await asyncio.gather(*(store.append_message(message(conv, f"m{i}")) for i in range(30)))
+        assert sorted(r.seq for r in retried) == list(range(1, 31))
+    finally:
+        await store.close()
+
+
+async def test_sqlite_disk_full_fails_only_what_did_not_fit_and_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "k.db"
+    store = SqliteStorage(path)
+    await store.open()
+    try:
+        (conv,) = await make_conversations(store, 1)
+        # "Disk full" for real: SQLite answers SQLITE_FULL once the file may not grow any more.
+        await store._write(lambda cur: cur.execute(
+            "PRAGMA max_page_count = " + str(cur.execute("PRAGMA page_count").fetchone()[0] + 3)))
+        sends = [message(conv, f"m{i}", text="x" * 2000) for i in range(60)]
+        results = await asyncio.gather(*(store.append_message(m) for m in sends), return_exceptions=True)
+        failed = [m for m, r in zip(sends, results) if isinstance(r, StorageError)]
+        acked = {m.cmid: r.seq for m, r in zip(sends, results) if isinstance(r, AppendResult)}
+        assert failed and len(failed) + len(acked) == len(sends)
+        stored = await store.messages_after(conv.id, 0, 1000)
+        assert {m.cmid: m.seq for m in stored} == acked  # no partial rows, nothing unacked stored
+        assert [m.seq for m in stored] == list(range(1, len(acked) + 1))
+
+        await store._write(lambda cur: cur.execute("PRAGMA max_page_count = 1073741823"))
+        retried = await asyncio.gather(*(store.append_message(m) for m in failed))
+        assert all(r.created for r in retried)
+        stored = await store.messages_after(conv.id, 0, 1000)
+        assert [m.seq for m in stored] == list(range(1, len(sends) + 1))
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+CRASH_WRITER = textwrap.dedent("""
+    import asyncio, sys
+    from kefu.storage.base import NewMessage
+    from kefu.storage.sqlite import SqliteStorage
+
+    async def main(path, synchronous):
+        store = SqliteStorage(path, synchronous=synchronous)
+        await store.open()
+        site = await store.create_site("crash", ())
+        convs = []
+        for i in range(10):
+            visitor = await store.upsert_visitor(site.id, None, name=None, lang=None, geo=None, tags=())
+            conv, _ = await store.open_conversation(site.id, visitor.id)
+            convs.append((conv.id, visitor.id))
+
+        async def writer(k):
+            conv, sender = convs[k % len(convs)]
+            n = 0
+            while True:
+                n += 1
+                cmid = f"w{k}-{n}"
+                result = await store.append_message(NewMessage(conv, cmid, sender, "visitor", None, "x" * 64))
+                sys.stdout.write(f"{conv} {result.seq} {cmid}\\n")
+                sys.stdout.flush()
+
+        await asyncio.gather(*(writer(k) for k in range(40)))
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+""")
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+async def test_sqlite_every_acked_message_survives_kill_9(tmp_path: Path, synchronous: str) -> None:
+    path = tmp_path / "crash.db"
+    child = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(path), synchronous],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    acked: list[tuple[int, int, str]] = []
+    try:
+        assert child.stdout is not None
+        while len(acked) < 3000:
+            line = await asyncio.to_thread(child.stdout.readline)
+            if not line:
+                pytest.fail(f"writer exited early: {child.stderr.read() if child.stderr else ''}")
+            conv, seq, cmid = line.split()
+            acked.append((int(conv), int(seq), cmid))
+        os.kill(child.pid, signal.SIGKILL)
+        rest, _ = await asyncio.to_thread(child.communicate, timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    # Lines printed before the kill landed in the pipe and are acks too; a torn last line is not.
+    acked += [(int(a), int(b), c) for a, b, c in (line.split() for line in rest.splitlines()
+                                                   if len(line.split()) == 3)]
+    assert child.returncode == -signal.SIGKILL
+
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    store = SqliteStorage(path)
+    await store.open()
+    try:
+        by_conv: dict[int, dict[int, str]] = {}
+        for conv in {conv for conv, _, _ in acked}:
+            stored = await store.messages_after(conv, 0, 10_000)
+            by_conv[conv] = {m.seq: m.cmid for m in stored}
+            assert [m.seq for m in stored] == list(range(1, len(stored) + 1))  # gap-free after recovery
+        missing = [(conv, seq, cmid) for conv, seq, cmid in acked if by_conv[conv].get(seq) != cmid]
+        assert missing == []
+    finally:
+        await store.close()
