@@ -123,6 +123,8 @@ def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
 
 
 if __name__ == "__main__":
+    import sys
+
     from bench.run import main
 
-    main(default_only=NAME)
+    sys.exit(main(default_only=NAME))

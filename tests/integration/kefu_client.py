@@ -135,7 +135,7 @@ class Api:
         status, data = await self.request("POST", "/api/v1/admin/agents", token=admin_token,
                                           body={"username": username, "password": "password-" + username, **fields})
         assert status == 201, data
-        return await self.login(username, "password-" + username)
+        return dict(await self.login(username, "password-" + username), username=username)
 
 
 class Client:

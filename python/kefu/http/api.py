@@ -47,7 +47,9 @@ class Api:
         self.config = hub.config
         self.signer = signer
         self.sites = sites
-        self.throttle = auth.LoginThrottle()
+        # Per account: few tries. Per client address: more, since many people may share one address.
+        self.account_throttle = auth.LoginThrottle(max_failures=5, window_s=60)
+        self.address_throttle = auth.LoginThrottle(max_failures=30, window_s=60)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors])
@@ -171,8 +173,8 @@ class Api:
         username = self._str(body, "username", 128, required=True) or ""
         password = self._str(body, "password", 1024, required=True) or ""
         now = time.monotonic()
-        keys = (f"user:{username.casefold()}", f"addr:{request.remote}")
-        wait = max(self.throttle.retry_after(key, now) for key in keys)
+        throttles = ((self.account_throttle, username.casefold()), (self.address_throttle, request.remote or ""))
+        wait = max(throttle.retry_after(key, now) for throttle, key in throttles)
         if wait > 0:
             raise ApiError(429, "rate_limited", "too many failed logins; try later",
                            headers={"Retry-After": str(math.ceil(wait))})
@@ -180,11 +182,11 @@ class Api:
         loop = asyncio.get_running_loop()
         ok = await loop.run_in_executor(None, auth.verify_password, agent.password_hash if agent else None, password)
         if not ok or agent is None or agent.disabled:
-            for key in keys:
-                self.throttle.failed(key, now)
+            for throttle, key in throttles:
+                throttle.failed(key, now)
             raise ApiError(401, "unauthorized", "wrong username or password")
-        for key in keys:
-            self.throttle.succeeded(key)
+        for throttle, key in throttles:
+            throttle.succeeded(key)
         if auth.needs_rehash(agent.password_hash):
             new_hash = await loop.run_in_executor(None, auth.hash_password, password)
             await self.storage.update_agent(agent.id, password_hash=new_hash)

@@ -137,6 +137,11 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
 _SYNCHRONOUS_LEVELS: Final = {"NORMAL": 1, "FULL": 2}
 _BUSY_TIMEOUT_MS: Final = 5_000
 _STOP: Final = object()  # queue sentinel: the writer finishes what precedes it, then exits
+# Checkpoints (copying the WAL back into the database file, with fsyncs) run on their own thread so
+# the writer never stalls on them: at most one per interval while commits happen. SQLite's own
+# automatic checkpoint on the writer stays as a backstop at a much larger WAL size.
+_CHECKPOINT_INTERVAL_S: Final = 0.25
+_BACKSTOP_AUTOCHECKPOINT_PAGES: Final = 16_384
 
 # An operation for the writer thread: gets the write connection inside the open batch transaction.
 WriteOp = Callable[[sqlite3.Connection], Any]
@@ -184,6 +189,9 @@ class SqliteStorage(Storage):
         self._reader_connections_lock = threading.Lock()
         self._epoch = ""
         self._accepting = False
+        self._checkpointer: threading.Thread | None = None
+        self._wal_grew = threading.Event()
+        self._checkpointer_stop = threading.Event()
         # Fault injection for tests: called on the writer thread right before COMMIT; may raise
         # sqlite3.Error to simulate a commit that fails (disk full, I/O error).
         self._fault_before_commit: Callable[[], None] | None = None
@@ -205,6 +213,10 @@ class SqliteStorage(Storage):
             self._writer = None
             raise
         self._readers = ThreadPoolExecutor(max_workers=self._reader_count, thread_name_prefix="kefu-sqlite-reader")
+        self._checkpointer_stop.clear()
+        self._checkpointer = threading.Thread(target=self._checkpointer_main, name="kefu-sqlite-checkpointer",
+                                              daemon=True)
+        self._checkpointer.start()
         self._accepting = True
 
     async def close(self) -> None:
@@ -217,6 +229,10 @@ class SqliteStorage(Storage):
         # Joining blocks; the writer drains what was queued before _STOP first (pending acks resolve).
         await loop.run_in_executor(None, self._writer.join)
         self._queue.close()
+        assert self._checkpointer is not None
+        self._checkpointer_stop.set()
+        self._wal_grew.set()
+        await loop.run_in_executor(None, self._checkpointer.join)
         readers = self._readers
         await loop.run_in_executor(None, readers.shutdown)
         with self._reader_connections_lock:
@@ -257,6 +273,7 @@ class SqliteStorage(Storage):
             if conn.execute("PRAGMA synchronous").fetchone()[0] != _SYNCHRONOUS_LEVELS[self.synchronous]:
                 raise StorageError(f"SQLite did not accept synchronous={self.synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {_BACKSTOP_AUTOCHECKPOINT_PAGES}")
             epoch = self._migrate(conn)
         except BaseException:
             conn.close()
@@ -324,6 +341,7 @@ class SqliteStorage(Storage):
             if self._fault_before_commit is not None:
                 self._fault_before_commit()
             conn.execute("COMMIT")
+            self._wal_grew.set()
         except Exception as exc:  # the batch as a whole failed: nothing of it is acknowledged
             if conn.in_transaction:
                 try:
@@ -349,15 +367,22 @@ class SqliteStorage(Storage):
         cursor: sqlite3.Cursor, items: list[tuple[Any, Any, asyncio.Future[Any]]],
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]], isolated: bool,
     ) -> None:
-        for op, arg, future in items:
+        index = 0
+        while index < len(items):
+            op, arg, future = items[index]
             if op is _append and not isolated:
+                # A run of consecutive appends is written together; order relative to the other
+                # operations of the batch is kept.
+                end = index + 1
+                while end < len(items) and items[end][0] is _append:
+                    end += 1
                 try:
-                    outcomes.append((future, _append(cursor, arg), None))
-                except StorageError as exc:  # expected (NotFound): _append wrote nothing
-                    outcomes.append((future, None, exc))
+                    _append_run(cursor, items[index:end], outcomes)
                 except sqlite3.Error as exc:
                     raise _BatchPoisoned from exc
+                index = end
                 continue
+            index += 1
             cursor.execute("SAVEPOINT item")
             try:
                 result = op(cursor, arg)
@@ -379,6 +404,21 @@ class SqliteStorage(Storage):
     async def _write(self, fn: Callable[[sqlite3.Cursor], T]) -> T:
         """Run `fn(cursor)` on the writer thread inside the next batch transaction (in a SAVEPOINT)."""
         return await self._submit(_call, fn)
+
+    def _checkpointer_main(self) -> None:
+        conn = self._connect()
+        try:
+            while not self._checkpointer_stop.is_set():
+                self._wal_grew.wait()
+                self._checkpointer_stop.wait(_CHECKPOINT_INTERVAL_S)  # let commits accumulate
+                self._wal_grew.clear()
+                try:
+                    # PASSIVE: copies what it can without blocking the writer or readers.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    pass  # committed data is safe in the WAL; the next round (or the backstop) retries
+        finally:
+            conn.close()
 
     # --- the reader threads ------------------------------------------------------------------------
     def _reader_connection(self) -> sqlite3.Connection:
@@ -672,6 +712,12 @@ class SqliteStorage(Storage):
 
 # --- operations run by the writer thread ------------------------------------------------------------
 
+_INSERT_MESSAGE: Final = (
+    "INSERT INTO messages(conv, seq, cmid, sender_id, sender_role, sender_name, body, kind, meta, ts) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(conv, sender_id, cmid) DO NOTHING"
+)
+
+
 def _append(cur: sqlite3.Cursor, item: tuple[NewMessage, str]) -> AppendResult:
     """Assign the next seq and insert, or return the original seq of a retried (conv, sender, cmid).
 
@@ -686,8 +732,7 @@ def _append(cur: sqlite3.Cursor, item: tuple[NewMessage, str]) -> AppendResult:
     seq = rows[0][0]
     ts = time.time()
     cur.execute(
-        "INSERT INTO messages(conv, seq, cmid, sender_id, sender_role, sender_name, body, kind, meta, ts) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(conv, sender_id, cmid) DO NOTHING",
+        _INSERT_MESSAGE,
         (msg.conv, seq, msg.cmid, msg.sender_id, msg.sender_role, msg.sender_name, msg.text, msg.kind,
          meta_json, ts),
     )
@@ -701,6 +746,60 @@ def _append(cur: sqlite3.Cursor, item: tuple[NewMessage, str]) -> AppendResult:
         (msg.conv, msg.sender_id, msg.cmid),
     ).fetchone()
     return AppendResult(seq=original[0], ts=original[1], created=False)
+
+
+def _append_run(
+    cur: sqlite3.Cursor, run: list[tuple[Any, tuple[NewMessage, str], asyncio.Future[Any]]],
+    outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
+) -> None:
+    """Append many messages with one UPDATE per conversation and one executemany INSERT.
+
+    Seqs are reserved per conversation up front, in arrival order. When the INSERT reports fewer rows
+    than messages, some were retries of stored cmids: the run is undone and replayed message by
+    message (each retry then gets its original seq and takes none)."""
+    if len(run) == 1:
+        _, item, future = run[0]
+        try:
+            outcomes.append((future, _append(cur, item), None))
+        except StorageError as exc:  # NotFound: _append wrote nothing
+            outcomes.append((future, None, exc))
+        return
+    counts: dict[int, int] = {}
+    for _, (msg, _), _ in run:
+        counts[msg.conv] = counts.get(msg.conv, 0) + 1
+    cur.execute("SAVEPOINT appends")
+    next_seq: dict[int, int] = {}
+    for conv, count in counts.items():
+        rows = cur.execute(
+            "UPDATE conversations SET last_seq = last_seq + ? WHERE id = ? RETURNING last_seq", (count, conv)
+        ).fetchall()
+        if rows:
+            next_seq[conv] = rows[0][0] - count + 1
+    ts = time.time()
+    rows_to_insert = []
+    results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+    for _, (msg, meta_json), future in run:
+        seq = next_seq.get(msg.conv)
+        if seq is None:
+            results.append((future, None, NotFound(f"conversation {msg.conv}")))
+            continue
+        next_seq[msg.conv] = seq + 1
+        rows_to_insert.append(
+            (msg.conv, seq, msg.cmid, msg.sender_id, msg.sender_role, msg.sender_name, msg.text, msg.kind,
+             meta_json, ts))
+        results.append((future, AppendResult(seq=seq, ts=ts, created=True), None))
+    cur.executemany(_INSERT_MESSAGE, rows_to_insert)
+    if cur.rowcount == len(rows_to_insert):
+        cur.execute("RELEASE appends")
+        outcomes.extend(results)
+        return
+    cur.execute("ROLLBACK TO appends")
+    cur.execute("RELEASE appends")
+    for _, item, future in run:
+        try:
+            outcomes.append((future, _append(cur, item), None))
+        except StorageError as exc:
+            outcomes.append((future, None, exc))
 
 
 def _call(cur: sqlite3.Cursor, fn: Callable[[sqlite3.Cursor], T]) -> T:
