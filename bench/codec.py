@@ -18,10 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
-
-from bench.common import machine_info, write_report
 from kefu.compiled import FRAME_TYPES, decode_frame, encode_frame
 from kefu.reference import codec as reference
+
+from bench.common import machine_info, write_report
 
 HEADER = struct.Struct("<BBHIQQ")
 TYPE_NAMES = {code: name for name, code in FRAME_TYPES.items()}
@@ -50,7 +50,10 @@ def _msgpack_encode(frame: dict[str, Any]) -> bytes:
     body = {key: value for key, value in frame.items() if key not in ("t", "conv", "seq")}
     packed = msgpack.packb(body, use_bin_type=True) if body else b""
     flags = 0 if packed else 1
-    return HEADER.pack(1, FRAME_TYPES[frame["t"]], flags, len(packed), frame.get("conv", 0), frame.get("seq", 0)) + packed
+    return (
+        HEADER.pack(1, FRAME_TYPES[frame["t"]], flags, len(packed), frame.get("conv", 0), frame.get("seq", 0))
+        + packed
+    )
 
 
 def _msgpack_decode(data: bytes) -> dict[str, Any]:

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-from bench.common import machine_info, write_report
 from kefu.compiled import score_agents
 from kefu.reference.routing import score_agents_naive, score_agents_numpy
 from kefu.routing import AgentProfile, RouteRequest, RoutingConfig, RoutingEngine
+
+from bench.common import machine_info, write_report
 
 SIZES = (100, 10_000, 100_000)
 SITE = 1
@@ -74,18 +74,20 @@ def build_engine(size: int, rng: np.random.Generator) -> RoutingEngine:
             engine.agent_offline(profile.agent_id, 0.0)
     # Loads as if conversations were running. Written straight into the columns: filling them
     # through conversation_opened would take longer than the whole measurement.
-    table = engine._table  # noqa: SLF001 - benchmark set-up only
+    table = engine._table  # benchmark set-up only
     n = len(table)
     table.load[:n] = (rng.random(n) * table.capacity[:n]).astype(np.uint16)
     table.last_assigned[:n] = rng.uniform(0.0, 1000.0, n)
-    engine._free_slots[SITE] = int(np.maximum(table.capacity[:n] - table.load[:n], 0).sum())  # noqa: SLF001
+    engine._free_slots[SITE] = int(np.maximum(table.capacity[:n] - table.load[:n], 0).sum())
     return engine
 
 
-def kernel_arguments(engine: RoutingEngine, rng: np.random.Generator) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def kernel_arguments(
+    engine: RoutingEngine, rng: np.random.Generator
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The exact arguments the engine would pass for a random request."""
-    table = engine._table  # noqa: SLF001
-    indptr, holders, proficiency = engine._skill_columns()  # noqa: SLF001
+    table = engine._table
+    indptr, holders, proficiency = engine._skill_columns()
     scratch_credit, scratch_depth = table.scratch()
     from kefu.routing import geohash
 
@@ -97,7 +99,7 @@ def kernel_arguments(engine: RoutingEngine, rng: np.random.Generator) -> tuple[t
         "visitor_geohash": geohash.encode_int(*near_city(rng), 6),
         "geo_precision": 6,
         "p_neg": float(rng.random()),
-        "skill_path": engine._skills.resolve(skill_path(rng)),  # noqa: SLF001
+        "skill_path": engine._skills.resolve(skill_path(rng)),
         "no_skill_value": 1.0,
         "min_skill_match": 1.0,
         "excluded": [],
@@ -192,17 +194,19 @@ def main() -> None:
         engine = build_engine(size, rng)
         built = time.perf_counter() - started
         started = time.perf_counter()
-        engine._skill_columns()  # noqa: SLF001 - time the lazy skill index build on its own
+        engine._skill_columns()  # time the lazy skill index build on its own
         indexed = time.perf_counter() - started
         checks = check_agreement(engine, size, rng)
         setup[size] = (built, indexed, checks)
         print(f"{built:.1f} s, skill index {indexed * 1000:.1f} ms, {checks} agreement checks ok")
         for name in KERNELS:
-            print(f"[{size:>7} agents] kernel {name:<6} x{KERNEL_ITERATIONS[name][size]} ...", end=" ", flush=True)
+            calls = KERNEL_ITERATIONS[name][size]
+            print(f"[{size:>7} agents] kernel {name:<6} x{calls} ...", end=" ", flush=True)
             p50, p99 = percentiles(measure_kernel(name, engine, size, rng))
             results[(size, f"kernel {name}")] = (p50, p99, KERNEL_ITERATIONS[name][size])
             print(f"p50 {p50:,.1f} µs  p99 {p99:,.1f} µs")
-        print(f"[{size:>7} agents] engine conversation_opened x{ENGINE_ITERATIONS[size]} ...", end=" ", flush=True)
+        calls = ENGINE_ITERATIONS[size]
+        print(f"[{size:>7} agents] engine conversation_opened x{calls} ...", end=" ", flush=True)
         samples, assigned = measure_engine(engine, size, rng)
         p50, p99 = percentiles(samples)
         results[(size, "engine (native)")] = (p50, p99, len(samples))
@@ -212,26 +216,32 @@ def main() -> None:
     load_after = os.getloadavg()[0]
 
     info = machine_info()
+    versions: dict[str, str] = info["versions"]  # type: ignore[assignment]
     targets = {10_000: 100.0, 100_000: 500.0}
     lines = [
         "# Routing decision latency",
         "",
-        "Command: `python -m bench.routing` "
-        f"(took {elapsed:.0f} s). One routing decision = filters + score + top-5 over every online agent of "
-        "one site. `kernel native` is `kefu.compiled.score_agents` (Rust, one pass over the maintained "
-        "online list, GIL released); `kernel numpy` and `kernel naive` are the reference twins in "
-        "`kefu.reference.routing` (vectorised numpy; a plain per-agent Python loop) called with the same "
-        "arrays; `engine (native)` is the whole `RoutingEngine.conversation_opened` call (sticky check, "
-        "skill-path lookup, visitor geohash, kernel, decision record, bookkeeping). All implementations "
-        "returned the same top-5 on the agreement checks before timing. Population and requests: see the "
-        "module docstring of `bench/routing.py`.",
+        (
+            "Command: `python -m bench.routing` "
+            f"(took {elapsed:.0f} s). One routing decision = filters + score + top-5 over every online "
+            "agent of one site. `kernel native` is `kefu.compiled.score_agents` (Rust, one pass over the "
+            "maintained online list, GIL released); `kernel numpy` and `kernel naive` are the reference "
+            "twins in `kefu.reference.routing` (vectorised numpy; a plain per-agent Python loop) called "
+            "with the same arrays; `engine (native)` is the whole `RoutingEngine.conversation_opened` call "
+            "(sticky check, "
+            "skill-path lookup, visitor geohash, kernel, decision record, bookkeeping). All implementations "
+            "returned the same top-5 on the agreement checks before timing. Population and requests: see the "
+            "module docstring of `bench/routing.py`."
+        ),
         "",
         f"- CPU: {info['cpu_model']} ({info['cores']} cores), {info['memory_gib']} GiB, Linux {info['kernel']}",
         f"- Python {info['python']}, {rustc_version()}, "
-        + ", ".join(f"{package} {version}" for package, version in info["versions"].items()),  # type: ignore[attr-defined]
+        + ", ".join(f"{package} {version}" for package, version in versions.items()),
         f"- Date (UTC): {info['date_utc']}",
-        f"- 1-minute load average {load_before:.1f} before and {load_after:.1f} after the run (other jobs "
-        "share the machine; p99 is the number they disturb most).",
+        (
+            f"- 1-minute load average {load_before:.1f} before and {load_after:.1f} after the run (other "
+            "jobs share the machine; p99 is the number they disturb most)."
+        ),
         "",
         "| online agents | implementation | calls | p50 µs | p99 µs | p99 vs native kernel |",
         "|---:|---|---:|---:|---:|---:|",
@@ -240,7 +250,8 @@ def main() -> None:
         native_p99 = results[(size, "kernel native")][1]
         for name in ("kernel native", "engine (native)", "kernel numpy", "kernel naive"):
             p50, p99, calls = results[(size, name)]
-            lines.append(f"| {size:,} | {name} | {calls:,} | {p50:,.1f} | {p99:,.1f} | {p99 / native_p99:,.1f}× |")
+            ratio = p99 / native_p99
+            lines.append(f"| {size:,} | {name} | {calls:,} | {p50:,.1f} | {p99:,.1f} | {ratio:,.1f}× |")
     lines += ["", "## Against the DESIGN.md targets", ""]
     for size, target in targets.items():
         if size not in args.sizes:
@@ -253,8 +264,8 @@ def main() -> None:
             f"({'met' if engine_p99 < target else 'missed'})."
         )
     lines += ["", "## Set-up costs (not per request)", "",
-              "| online agents | register all agents (agent_online each) | build skill CSC index | "
-              "requests assigned in the engine run |", "|---:|---:|---:|---:|"]
+              ("| online agents | register all agents (agent_online each) | build skill CSC index | "
+               "requests assigned in the engine run |"), "|---:|---:|---:|---:|"]
     for size in args.sizes:
         built, indexed, _ = setup[size]
         lines.append(f"| {size:,} | {built:.2f} s | {indexed * 1000:.1f} ms | {assigned_share[size]:.0%} |")

@@ -15,6 +15,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from bench import common
 from bench.report import ScenarioReport, machine_section, markdown_table, plot_latency, render_scenario
+from bench.loadgen.driver import BUILD_DIR
 from bench.scenarios import ceiling, chat, coldstart, idle, storm, supervisor
 from bench.scenarios.measure import PROFILES, Profile, log
 from bench.scenarios.targets import AiohttpHub, GoHub, KefuTarget, Target, WebsocketsHub
@@ -61,6 +63,9 @@ def make_targets(names: Sequence[str], profile: Profile) -> tuple[list[Target], 
             log(f"[bench] Kefu not available: {kefu_reason}")
     for name in names:
         if name.startswith("kefu") and not kefu_ok:
+            continue
+        if name == "go-hub" and not shutil.which("go") and not (BUILD_DIR / "go_hub").exists():
+            notes.append("go-hub not measured: `go` is not installed (scripts/ensure-system-packages.sh installs it)")
             continue
         if name == "kefu-2c" and not profile.kefu_two_core_rates:
             continue

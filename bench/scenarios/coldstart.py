@@ -6,6 +6,7 @@ Run alone: python -m bench.scenarios.coldstart --quick
 from __future__ import annotations
 
 import statistics
+import time
 
 from bench.report import ScenarioReport
 from bench.scenarios.measure import Profile, log
@@ -46,11 +47,11 @@ def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
             log(f"[coldstart] {target.name}: run {attempt + 1}/{profile.cold_start_runs}")
             try:
                 readies.append(target.start(probe_first_connection=True))
-                if target.first_connection_seconds is None:
-                    # The ready line came first; the probe is still polling: give it a moment.
-                    for _ in range(500):
-                        if target.first_connection_seconds is not None or target.first_connection_probe():
-                            break
+                # The ready line may come before the probe's first success: give the probe time.
+                for _ in range(1000):
+                    if target.first_connection_seconds is not None:
+                        break
+                    time.sleep(0.005)
                 first = target.first_connection_seconds
                 if first is not None:
                     firsts.append(first)

@@ -12,6 +12,9 @@ use pyo3::prelude::*;
 /// One ranked candidate: (agent index, score, geo, sentiment fit, skill, load term, fairness term).
 type RankedRow = (i32, f64, f64, f64, f64, f64, f64);
 
+/// `(top, excluded_counts, excluded_sample, eligible)` as returned to Python.
+type ScoreResult = (Vec<RankedRow>, [u32; EXCLUSION_REASONS], Vec<(i32, u8)>, u32);
+
 fn routing_error(error: RoutingError) -> PyErr {
     PyValueError::new_err(error.to_string())
 }
@@ -67,11 +70,11 @@ fn score_agents(
     weights: (f64, f64, f64, f64, f64),
     top_k: usize,
     excluded_sample: usize,
-) -> PyResult<(Vec<RankedRow>, [u32; EXCLUSION_REASONS], Vec<(i32, u8)>, u32)> {
+) -> PyResult<ScoreResult> {
     if !(0.0..=1.0).contains(&p_neg) {
         return Err(PyValueError::new_err("p_neg must be within 0..1"));
     }
-    if !(fairness_horizon_s.is_finite() && fairness_horizon_s > 0.0) || !now.is_finite() {
+    if !(fairness_horizon_s.is_finite() && fairness_horizon_s > 0.0 && now.is_finite()) {
         return Err(PyValueError::new_err("now must be finite and fairness_horizon_s positive"));
     }
     let (w_geo, w_sent, w_skill, w_load, w_fair) = weights;

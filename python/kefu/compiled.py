@@ -48,7 +48,6 @@ send_to_all = _gateway.send_to_all
 CLOSE_SLOW_CONSUMER: int = _gateway.CLOSE_SLOW_CONSUMER
 CLOSE_RATE_LIMITED: int = _gateway.CLOSE_RATE_LIMITED
 CLOSE_IDLE: int = _gateway.CLOSE_IDLE
-CLOSE_REPLACED: int = _gateway.CLOSE_REPLACED
 CLOSE_REVOKED: int = _gateway.CLOSE_REVOKED
 
 

@@ -18,7 +18,6 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from kefu import compiled
 from kefu.reference import codec as reference
 
@@ -57,7 +56,11 @@ def outcome(function: Any, *args: Any) -> Any:
     try:
         return ("ok", strict(function(*args)))
     except (TypeError, ValueError) as error:
-        return ("error", "FrameError" if hasattr(error, "code") else type(error).__name__, getattr(error, "code", None))
+        return (
+            "error",
+            "FrameError" if hasattr(error, "code") else type(error).__name__,
+            getattr(error, "code", None),
+        )
 
 
 def both(function_name: str, *args: Any, limits: dict[str, int] | None = None) -> Any:
@@ -159,7 +162,11 @@ def test_empty_body_and_zero_header_fields(codec: Any) -> None:
     encoded = codec.encode_frame({"t": "ping", "conv": 0})
     assert encoded == HEADER.pack(1, 15, 1, 0, 0, 0)
     assert codec.decode_frame(encoded) == {"t": "ping"}
-    assert codec.decode_frame(HEADER.pack(1, 8, 1, 0, 2**64 - 1, 5)) == {"t": "conv", "conv": 2**64 - 1, "seq": 5}
+    assert codec.decode_frame(HEADER.pack(1, 8, 1, 0, 2**64 - 1, 5)) == {
+        "t": "conv",
+        "conv": 2**64 - 1,
+        "seq": 5,
+    }
 
 
 def test_decode_accepts_every_bytes_like(codec: Any) -> None:
@@ -214,9 +221,21 @@ def test_corpus_is_complete() -> None:
 
 
 def test_hostile_lengths_are_refused_even_with_generous_limits() -> None:
-    generous = {"max_frame_size": 1 << 20, "max_depth": 32, "max_container_len": 1 << 30, "max_str_len": 1 << 30}
+    generous = {
+        "max_frame_size": 1 << 20,
+        "max_depth": 32,
+        "max_container_len": 1 << 30,
+        "max_str_len": 1 << 30,
+    }
     for case, _, data in CORPUS:
-        if case in {"array32-4g-in-map", "str32-4g", "bin32-4g", "map32-4g", "chained-array16", "nesting-10000-fixarray"}:
+        if case in {
+            "array32-4g-in-map",
+            "str32-4g",
+            "bin32-4g",
+            "map32-4g",
+            "chained-array16",
+            "nesting-10000-fixarray",
+        }:
             assert both("decode_frame", data, limits=generous) == ("error", "FrameError", "bad_frame")
 
 
@@ -347,7 +366,9 @@ SCALARS = (
 )
 VALUES = st.recursive(
     SCALARS,
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
     max_leaves=20,
 )
 FRAMES = st.builds(
@@ -388,7 +409,11 @@ def test_bodies_packed_by_msgpack_decode_to_the_same_fields(body: dict[str, Any]
 
 
 MUTATIONS = st.lists(
-    st.tuples(st.sampled_from(["flip", "set", "insert", "delete", "truncate", "fix_len"]), st.integers(0, 10**6), st.integers(0, 255)),
+    st.tuples(
+        st.sampled_from(["flip", "set", "insert", "delete", "truncate", "fix_len"]),
+        st.integers(0, 10**6),
+        st.integers(0, 255),
+    ),
     min_size=1,
     max_size=4,
 )
@@ -417,7 +442,9 @@ def mutate(data: bytes, mutations: list[tuple[str, int, int]]) -> bytes:
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(FRAMES, MUTATIONS)
-def test_mutated_frames_get_the_same_verdict(frame: dict[str, Any], mutations: list[tuple[str, int, int]]) -> None:
+def test_mutated_frames_get_the_same_verdict(
+    frame: dict[str, Any], mutations: list[tuple[str, int, int]]
+) -> None:
     mutated = mutate(compiled.encode_frame(frame), mutations)
     verdict = both("decode_frame", mutated)
     if verdict[0] == "ok":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from kefu.compiled import score_agents as native_score_agents
 from kefu.reference.routing import score_agents_naive, score_agents_numpy
 
@@ -116,7 +115,9 @@ def test_native_matches_both_references(seed: int, n: int) -> None:
         request = _request(rng, n, population)
         # Candidates in a shuffled order, as a maintained eligible list with swap-removal would be.
         candidates = rng.permutation(n).astype(np.int32)
-        results = {name: _call(impl, population, candidates, request) for name, impl in IMPLEMENTATIONS.items()}
+        results = {
+            name: _call(impl, population, candidates, request) for name, impl in IMPLEMENTATIONS.items()
+        }
         native_top, native_counts, native_sample, native_eligible = results["native"]
         for name in ("numpy", "naive"):
             top, counts, sample, eligible = results[name]

@@ -6,7 +6,6 @@ from typing import Any
 CLOSE_SLOW_CONSUMER: int
 CLOSE_RATE_LIMITED: int
 CLOSE_IDLE: int
-CLOSE_REPLACED: int
 CLOSE_REVOKED: int
 
 def configure(

@@ -337,7 +337,9 @@ class _Writer:
             raise FrameError("too_large", f"encoded frame exceeds {self.limits.max_frame_size} bytes")
         self.out += chunk
 
-    def length_prefixed(self, size: int, fix: tuple[int, int] | None, marker8: int | None, marker16: int) -> bytes:
+    def length_prefixed(
+        self, size: int, fix: tuple[int, int] | None, marker8: int | None, marker16: int
+    ) -> bytes:
         if fix is not None and size < fix[1]:
             return bytes([fix[0] | size])
         if marker8 is not None and size <= 0xFF:

@@ -195,7 +195,8 @@ def score_agents_numpy(
             raise ValueError(f"skill node {node} out of range")
         span = slice(int(skill_indptr[node]), int(skill_indptr[node + 1]))
         holders = skill_agents[span]
-        np.maximum.at(scratch_credit, holders, (level / query_depth) * skill_proficiency[span].astype(np.float64))
+        credit = (level / query_depth) * skill_proficiency[span].astype(np.float64)
+        np.maximum.at(scratch_credit, holders, credit)
         np.maximum.at(scratch_depth, holders, np.uint8(level))
         touched.append(holders)
     try:
@@ -258,4 +259,4 @@ def score_agents_numpy(
          float(load_term[i]), float(fair[i]))
         for i in order
     ]
-    return top, tuple(counts), sample, int(len(chosen))
+    return top, tuple(counts), sample, len(chosen)

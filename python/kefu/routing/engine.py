@@ -473,10 +473,11 @@ class RoutingEngine:
                 honour_declined=False,
             )
             if not result.top:
-                reason = next(
-                    (EXCLUSION_REASONS[code] for code, count in enumerate(result.counts) if count), "not_online"
+                failed = [EXCLUSION_REASONS[code] for code, count in enumerate(result.counts) if count]
+                reason = failed[0] if failed else "not_online"
+                decision = self._decision(
+                    conversation, None, f"transfer_unavailable:{reason}", result, started
                 )
-                decision = self._decision(conversation, None, f"transfer_unavailable:{reason}", result, started)
                 return Rejected(conv_id, f"transfer_target_unavailable:{reason}", decision)
             previous = self._release(conversation)
             decision = self._decision(conversation, to_agent, "transfer", result, started)
@@ -721,7 +722,9 @@ class RoutingEngine:
             weights=self.site_config(site).weights,
             top=tuple((ids[index] or "?", *values) for index, *values in result.top),  # type: ignore[misc]
             excluded_counts=counts,
-            excluded_sample=tuple((ids[index] or "?", EXCLUSION_REASONS[code]) for index, code in result.sample),
+            excluded_sample=tuple(
+                (ids[index] or "?", EXCLUSION_REASONS[code]) for index, code in result.sample
+            ),
             eligible=result.eligible,
             kernel_us=result.kernel_us,
             total_us=(time.perf_counter_ns() - started_ns) / 1000,
@@ -859,13 +862,13 @@ class RoutingEngine:
                 self._agent_ids[index] = profile.agent_id
             agent = _Agent(profile, index)
             self._agents[profile.agent_id] = agent
-            self._registered_per_site[profile.site_id] = self._registered_per_site.get(profile.site_id, 0) + 1
+            self._count_registration(profile.site_id)
         else:
             if self._table.status[agent.index] == STATUS_ONLINE:
                 self._set_status(agent, STATUS_OFFLINE)
             if agent.profile.site_id != profile.site_id:
                 self._registered_per_site[agent.profile.site_id] -= 1
-                self._registered_per_site[profile.site_id] = self._registered_per_site.get(profile.site_id, 0) + 1
+                self._count_registration(profile.site_id)
             agent.profile = profile
         config = self.config
         table = self._table
@@ -885,6 +888,9 @@ class RoutingEngine:
             self._agent_skills[index] = skills
             self._skill_index = None
         return agent
+
+    def _count_registration(self, site: int) -> None:
+        self._registered_per_site[site] = self._registered_per_site.get(site, 0) + 1
 
     def _skill_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # Rebuilt lazily after skill edits, at most once per burst of agent events.

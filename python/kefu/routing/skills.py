@@ -35,7 +35,7 @@ def parse_skill_path(path: str) -> tuple[str, ...]:
 class SkillTrie:
     """Interns skill paths into dense node ids (0, 1, 2, ...) in order of first appearance."""
 
-    __slots__ = ("_children", "_parent", "_segment", "_depth")
+    __slots__ = ("_children", "_depth", "_parent", "_segment")
 
     def __init__(self) -> None:
         # Index 0 of `_children` is the root; node id n lives at index n + 1.

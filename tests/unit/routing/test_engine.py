@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from kefu.compiled import score_agents
 from kefu.reference.routing import score_agents_numpy
 from kefu.routing import (
@@ -355,5 +354,6 @@ def test_worked_example_of_the_docs_still_holds() -> None:
     assert waiting["excluded"]["counts"] == {"at_capacity": 1, "language": 1, "skill": 2}
     assert (relaxed["agent"], relaxed["reason"], relaxed["ring"]) == ("chen", "dequeued", 1)
     assert [row["agent"] for row in relaxed["top"]] == ["chen", "wang"]
-    assert relaxed["top"][0]["score"] == pytest.approx(0.3 + 0.2 * 0.92 + 0.5 * 0.8 * 2 / 3 + 0.1 + 0.05 * 335 / 600,
-                                                       abs=1e-4)
+    # chen: same geohash cell, sent 1 - 0.1 * (1 - 0.2), skill 2/3 * 0.8, no load, idle 335 of 600 s.
+    expected = 0.3 * 1.0 + 0.2 * 0.92 + 0.5 * 0.8 * 2 / 3 + 0.1 * 1.0 + 0.05 * 335 / 600
+    assert relaxed["top"][0]["score"] == pytest.approx(expected, abs=1e-4)

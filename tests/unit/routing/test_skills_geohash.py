@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from kefu.routing import geohash
 from kefu.routing.skills import MISSING_NODE, SkillTrie, build_skill_index, parse_skill_path
 
