@@ -133,10 +133,12 @@ def main() -> None:
     lines = [
         "# Frame codec (`kefu.bin.v1`) throughput",
         "",
-        "Command: `python -m bench.codec` (best of 3 rounds, "
-        f"{args.seconds_per_case:g} s per case). Frames/s on one core; MB/s counts whole frames "
-        "(24-byte header + body). `msgpack + struct` packs the same body with msgpack-python and validates "
-        "nothing: it is context, not a like-for-like competitor.",
+        (
+            "Command: `python -m bench.codec` (best of 3 rounds, "
+            f"{args.seconds_per_case:g} s per case). Frames/s on one core; MB/s counts whole frames "
+            "(24-byte header + body). `msgpack + struct` packs the same body with msgpack-python and "
+            "validates nothing: it is context, not a like-for-like competitor."
+        ),
         "",
         f"- CPU: {info['cpu_model']} ({info['cores']} cores), {info['memory_gib']} GiB, Linux {info['kernel']}",
         f"- Python {info['python']}, {_tool_version(['rustc', '--version'])}, "

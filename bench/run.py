@@ -45,10 +45,15 @@ MICRO_TIMEOUT = {"smoke": 60, "quick": 600, "full": 1800}
 TARGET_FACTORIES: dict[str, Callable[[], Target]] = {
     "kefu": lambda: KefuTarget(),
     "kefu-2c": lambda: KefuTarget(cpus=None, workers=2, name="kefu-2c"),
+    "kefu-sync-normal": lambda: KefuTarget(sqlite_sync="NORMAL", name="kefu-sync-normal"),
     "go-hub": GoHub,
     "websockets": WebsocketsHub,
     "aiohttp": AiohttpHub,
 }
+
+
+# kefu-sync-normal (SQLite synchronous=NORMAL: no fsync per commit) is a diagnostic, run on request.
+DEFAULT_TARGETS = ("kefu", "kefu-2c", "go-hub", "websockets", "aiohttp")
 
 
 def make_targets(names: Sequence[str], profile: Profile) -> tuple[list[Target], list[str]]:
@@ -249,7 +254,7 @@ def main(argv: Sequence[str] | None = None, default_only: str | None = None) -> 
     size.add_argument("--smoke", dest="profile", action="store_const", const="smoke")
     parser.add_argument("--only", default=default_only or "",
                         help="comma-separated scenarios and micro modules: " + ",".join([*SCENARIOS, *MICRO_MODULES]))
-    parser.add_argument("--targets", default=",".join(TARGET_FACTORIES),
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                         help="comma-separated servers: " + ",".join(TARGET_FACTORIES))
     parser.add_argument("--results-dir", default=None, help="where reports go (default bench/results)")
     parser.add_argument("--no-micro", action="store_true", help="skip the micro-benchmark modules")

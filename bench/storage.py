@@ -25,11 +25,11 @@ from pathlib import Path
 
 import asyncpg
 import uvloop
-
-from bench.common import machine_info, write_report
 from kefu.storage import AppendResult, NewMessage, Storage
 from kefu.storage.postgres import PostgresStorage
 from kefu.storage.sqlite import SqliteStorage
+
+from bench.common import machine_info, write_report
 
 CONVERSATIONS = 100
 CONCURRENCY_LEVELS = (1, 64, 1024)
@@ -192,14 +192,18 @@ def report(results: list[Measurement], baseline: Measurement, pg_version: str | 
     lines = [
         "# Storage: durable appends",
         "",
-        "`python -m bench.storage` — closed-loop appenders (append, wait for the ack, repeat) over "
-        f"{CONVERSATIONS} conversations, {seconds:g} s per row after a warm-up. An ack means the batch "
-        "holding the message is committed (SQLite WAL; PostgreSQL with synchronous_commit=on), so every "
-        "acked message survives kill -9 (and with SQLite FULL / PostgreSQL, power loss).",
+        (
+            "`python -m bench.storage` — closed-loop appenders (append, wait for the ack, repeat) over "
+            f"{CONVERSATIONS} conversations, {seconds:g} s per row after a warm-up. An ack means the batch "
+            "holding the message is committed (SQLite WAL; PostgreSQL with synchronous_commit=on), so every "
+            "acked message survives kill -9 (and with SQLite FULL / PostgreSQL, power loss)."
+        ),
         "",
-        f"Machine: {info['cpu_model']}, {info['cores']} cores, {info['memory_gib']} GiB, Linux {info['kernel']}, "
-        f"Python {info['python']}, measured {info['date_utc']} UTC. Database files on the machine's local disk "
-        "(tempfile directory); PostgreSQL on the same machine over TCP loopback.",
+        (
+            f"Machine: {info['cpu_model']}, {info['cores']} cores, {info['memory_gib']} GiB, "
+            f"Linux {info['kernel']}, Python {info['python']}, measured {info['date_utc']} UTC. Database files "
+            "on the machine's local disk (tempfile directory); PostgreSQL on the same machine over TCP loopback."
+        ),
         "",
         "Versions: " + ", ".join(f"{name} {version}" for name, version in sorted(versions.items())),
         "",
@@ -210,17 +214,21 @@ def report(results: list[Measurement], baseline: Measurement, pg_version: str | 
         lines.append(f"| {r.label} | {r.concurrency} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} |")
     lines += [
         "",
-        f"Group commit vs one transaction per append (SQLite FULL, 64 appenders): "
-        f"**{group_commit_64.rate / baseline.rate:.1f}x** the acked throughput "
-        f"({group_commit_64.rate:,.0f} vs {baseline.rate:,.0f} msg/s).",
+        (
+            f"Group commit vs one transaction per append (SQLite FULL, 64 appenders): "
+            f"**{group_commit_64.rate / baseline.rate:.1f}x** the acked throughput "
+            f"({group_commit_64.rate:,.0f} vs {baseline.rate:,.0f} msg/s)."
+        ),
     ]
     if pg_note:
         lines += ["", pg_note]
     lines += [
         "",
-        "Latency is measured by the appender (from the call to the resolved ack) and includes waiting for "
-        "the batch in progress; with 1024 appenders it is mostly queueing (Little's law: "
-        "appenders / throughput).",
+        (
+            "Latency is measured by the appender (from the call to the resolved ack) and includes waiting "
+            "for the batch in progress; with 1024 appenders it is mostly queueing (Little's law: "
+            "appenders / throughput)."
+        ),
     ]
     return "\n".join(lines)
 

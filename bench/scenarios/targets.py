@@ -353,7 +353,11 @@ class KefuTarget(Target):
                 "--http-port", str(self.http_port), "--ws-port", str(self.port)]
         if self.sqlite_sync:
             argv += ["--sqlite-sync", self.sqlite_sync]
-        env = {"WORKERS": str(self.workers)} if self.workers else {}
+        # The per-connection frame-rate limit (a policy: 50 frames/s by default) is lifted so it does not
+        # cap the measurement; its check still runs on every frame. Peers have no limiter.
+        env = {"KEFU_RATE_PER_S": "1000000", "KEFU_RATE_BURST": "1000000"}
+        if self.workers:
+            env["WORKERS"] = str(self.workers)
         return argv, env
 
     def ready_marker(self) -> str:

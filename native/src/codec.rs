@@ -13,14 +13,16 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use kefu_codec::{
-    decode_frame as decode_with, FrameEncoder, FrameError as KernelError, FrameLimits, FrameType, Header,
-    Visitor, HEADER_SIZE, RESERVED_KEYS,
+    decode_frame as decode_with, FrameEncoder, FrameError as KernelError, FrameLimits, FrameType,
+    Header, Visitor, HEADER_SIZE, RESERVED_KEYS,
 };
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
+};
 use pyo3::{create_exception, intern};
 
 create_exception!(
@@ -44,7 +46,9 @@ fn frame_error_message(error: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
 }
 
 fn frame_error_arg(error: &Bound<'_, PyAny>, index: usize) -> PyResult<Py<PyAny>> {
-    let args = error.getattr(intern!(error.py(), "args"))?.cast_into::<PyTuple>()?;
+    let args = error
+        .getattr(intern!(error.py(), "args"))?
+        .cast_into::<PyTuple>()?;
     Ok(match args.get_item(index) {
         Ok(item) => item.unbind(),
         Err(_) => error.py().None(),
@@ -60,9 +64,15 @@ struct PyFrameLimits(FrameLimits);
 impl PyFrameLimits {
     #[new]
     #[pyo3(signature = (max_frame_size = 65536, max_depth = 8, max_container_len = 1024, max_str_len = 65536))]
-    fn new(max_frame_size: i64, max_depth: i64, max_container_len: i64, max_str_len: i64) -> PyResult<Self> {
+    fn new(
+        max_frame_size: i64,
+        max_depth: i64,
+        max_container_len: i64,
+        max_str_len: i64,
+    ) -> PyResult<Self> {
         let size = |name: &str, value: i64| {
-            usize::try_from(value).map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {value}")))
+            usize::try_from(value)
+                .map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {value}")))
         };
         FrameLimits::new(
             size("max_frame_size", max_frame_size)?,
@@ -95,7 +105,12 @@ impl PyFrameLimits {
     }
 
     fn __repr__(&self) -> String {
-        let FrameLimits { max_frame_size, max_depth, max_container_len, max_str_len } = self.0;
+        let FrameLimits {
+            max_frame_size,
+            max_depth,
+            max_container_len,
+            max_str_len,
+        } = self.0;
         format!(
             "FrameLimits(max_frame_size={max_frame_size}, max_depth={max_depth}, \
              max_container_len={max_container_len}, max_str_len={max_str_len})"
@@ -142,7 +157,10 @@ fn guarded<T>(body: impl FnOnce() -> Result<T, Failure>) -> PyResult<T> {
                 .map(|text| text.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            Err(FrameError::new_err(("bad_frame", format!("internal codec error: {detail}"))))
+            Err(FrameError::new_err((
+                "bad_frame",
+                format!("internal codec error: {detail}"),
+            )))
         }
     }
 }
@@ -153,7 +171,11 @@ static TYPE_NAMES: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
 fn type_name<'py>(py: Python<'py>, frame_type: FrameType) -> Bound<'py, PyString> {
     let names = TYPE_NAMES.get_or_init(py, || {
         let mut names = vec![PyString::intern(py, "").unbind()];
-        names.extend(FrameType::ALL.iter().map(|kind| PyString::intern(py, kind.name()).unbind()));
+        names.extend(
+            FrameType::ALL
+                .iter()
+                .map(|kind| PyString::intern(py, kind.name()).unbind()),
+        );
         names
     });
     names[usize::from(frame_type.code())].bind(py).clone()
@@ -204,7 +226,12 @@ impl<'py, 'de> Visitor<'de> for PyBuilder<'py> {
     fn map_start(&mut self, _len: usize) -> Result<Self::Map, Failure> {
         Ok(PyDict::new(self.py))
     }
-    fn map_insert(&mut self, map: &mut Self::Map, key: &'de str, value: Self::Value) -> Result<bool, Failure> {
+    fn map_insert(
+        &mut self,
+        map: &mut Self::Map,
+        key: &'de str,
+        value: Self::Value,
+    ) -> Result<bool, Failure> {
         // A duplicate key overwrites instead of growing the dict: one length comparison detects it.
         let len_before = map.len();
         map.set_item(PyString::new(self.py, key), value)?;
@@ -240,9 +267,8 @@ fn decode_frame<'py>(
     limits: Option<&Bound<'py, PyFrameLimits>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let limits = limits_or_default(limits);
-    let decode = |bytes: &[u8]| {
-        guarded(|| Ok(decode_with(bytes, &limits, &mut PyBuilder { py })?.1))
-    };
+    let decode =
+        |bytes: &[u8]| guarded(|| Ok(decode_with(bytes, &limits, &mut PyBuilder { py })?.1));
     if let Ok(bytes) = data.cast::<PyBytes>() {
         return decode(bytes.as_bytes());
     }
@@ -251,7 +277,11 @@ fn decode_frame<'py>(
     if buffer.len_bytes() > limits.max_frame_size {
         return Err(FrameError::new_err((
             "too_large",
-            format!("frame is {} bytes, limit is {}", buffer.len_bytes(), limits.max_frame_size),
+            format!(
+                "frame is {} bytes, limit is {}",
+                buffer.len_bytes(),
+                limits.max_frame_size
+            ),
         )));
     }
     decode(&buffer.to_vec(py)?)
@@ -266,15 +296,19 @@ fn encode_frame<'py>(
     limits: Option<&Bound<'py, PyFrameLimits>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let limits = limits_or_default(limits);
-    let frame = frame
-        .cast::<PyDict>()
-        .map_err(|_| PyTypeError::new_err(format!("frame must be a dict, not {}", type_label(frame))))?;
+    let frame = frame.cast::<PyDict>().map_err(|_| {
+        PyTypeError::new_err(format!("frame must be a dict, not {}", type_label(frame)))
+    })?;
     let bytes = guarded(|| encode_dict(frame, &limits))?;
     Ok(PyBytes::new(py, &bytes))
 }
 
 fn type_label(value: &Bound<'_, PyAny>) -> String {
-    value.get_type().name().map(|name| name.to_string()).unwrap_or_else(|_| "?".to_owned())
+    value
+        .get_type()
+        .name()
+        .map(|name| name.to_string())
+        .unwrap_or_else(|_| "?".to_owned())
 }
 
 fn encode_dict(frame: &Bound<'_, PyDict>, limits: &FrameLimits) -> Result<Vec<u8>, Failure> {
@@ -285,7 +319,12 @@ fn encode_dict(frame: &Bound<'_, PyDict>, limits: &FrameLimits) -> Result<Vec<u8
             .cast::<PyString>()
             .ok()
             .and_then(|name| name.to_str().ok().and_then(FrameType::from_name))
-            .ok_or_else(|| KernelError::bad_frame(format!("unknown frame type {}", name.repr().map(|r| r.to_string()).unwrap_or_default())))?,
+            .ok_or_else(|| {
+                KernelError::bad_frame(format!(
+                    "unknown frame type {}",
+                    name.repr().map(|r| r.to_string()).unwrap_or_default()
+                ))
+            })?,
     };
     let (conv, has_conv) = header_number(frame, intern!(py, "conv"))?;
     let (seq, has_seq) = header_number(frame, intern!(py, "seq"))?;
@@ -303,7 +342,10 @@ fn encode_dict(frame: &Bound<'_, PyDict>, limits: &FrameLimits) -> Result<Vec<u8
 }
 
 /// `conv` / `seq`: absent → 0; present → an int (not bool) in `0..2**64`, else `bad_frame`.
-fn header_number(frame: &Bound<'_, PyDict>, key: &Bound<'_, PyString>) -> Result<(u64, bool), Failure> {
+fn header_number(
+    frame: &Bound<'_, PyDict>,
+    key: &Bound<'_, PyString>,
+) -> Result<(u64, bool), Failure> {
     let Some(value) = frame.get_item(key)? else {
         return Ok((0, false));
     };
@@ -319,14 +361,23 @@ fn header_number(frame: &Bound<'_, PyDict>, key: &Bound<'_, PyString>) -> Result
 
 fn key_str<'a>(key: &'a Bound<'_, PyAny>) -> Result<&'a str, Failure> {
     let Ok(key) = key.cast::<PyString>() else {
-        return Err(PyTypeError::new_err(format!("map keys must be str, not {}", type_label(key))).into());
+        return Err(
+            PyTypeError::new_err(format!("map keys must be str, not {}", type_label(key))).into(),
+        );
     };
-    key.to_str().map_err(|_| KernelError::bad_frame("str is not valid UTF-8 (lone surrogate)").into())
+    key.to_str()
+        .map_err(|_| KernelError::bad_frame("str is not valid UTF-8 (lone surrogate)").into())
 }
 
-fn encode_value(encoder: &mut FrameEncoder<'_>, value: &Bound<'_, PyAny>, depth: usize) -> Result<(), Failure> {
+fn encode_value(
+    encoder: &mut FrameEncoder<'_>,
+    value: &Bound<'_, PyAny>,
+    depth: usize,
+) -> Result<(), Failure> {
     if let Ok(text) = value.cast::<PyString>() {
-        let text = text.to_str().map_err(|_| KernelError::bad_frame("str is not valid UTF-8 (lone surrogate)"))?;
+        let text = text
+            .to_str()
+            .map_err(|_| KernelError::bad_frame("str is not valid UTF-8 (lone surrogate)"))?;
         encoder.str(text)?;
     } else if value.is_none() {
         encoder.nil()?;
@@ -363,7 +414,11 @@ fn encode_value(encoder: &mut FrameEncoder<'_>, value: &Bound<'_, PyAny>, depth:
     } else if let Ok(bytes) = value.cast::<PyByteArray>() {
         encoder.bin(&bytes.to_vec())?;
     } else {
-        return Err(PyTypeError::new_err(format!("cannot encode a {} in a frame", type_label(value))).into());
+        return Err(PyTypeError::new_err(format!(
+            "cannot encode a {} in a frame",
+            type_label(value)
+        ))
+        .into());
     }
     Ok(())
 }
@@ -372,8 +427,14 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     let error_type = py.get_type::<FrameError>();
     let property = py.import("builtins")?.getattr("property")?;
-    error_type.setattr("code", property.call1((wrap_pyfunction!(frame_error_code, m)?,))?)?;
-    error_type.setattr("message", property.call1((wrap_pyfunction!(frame_error_message, m)?,))?)?;
+    error_type.setattr(
+        "code",
+        property.call1((wrap_pyfunction!(frame_error_code, m)?,))?,
+    )?;
+    error_type.setattr(
+        "message",
+        property.call1((wrap_pyfunction!(frame_error_message, m)?,))?,
+    )?;
     m.add("FrameError", error_type)?;
     m.add_class::<PyFrameLimits>()?;
     m.add_function(wrap_pyfunction!(decode_frame, m)?)?;

@@ -43,14 +43,20 @@ pub trait Visitor<'de> {
     /// Begin an array of exactly `len` items.
     fn array_start(&mut self, len: usize) -> Result<Self::Array, Self::Error>;
     /// Append the next item.
-    fn array_push(&mut self, array: &mut Self::Array, item: Self::Value) -> Result<(), Self::Error>;
+    fn array_push(&mut self, array: &mut Self::Array, item: Self::Value)
+        -> Result<(), Self::Error>;
     /// Finish an array.
     fn array_end(&mut self, array: Self::Array) -> Result<Self::Value, Self::Error>;
     /// Begin a nested map of exactly `len` entries.
     fn map_start(&mut self, len: usize) -> Result<Self::Map, Self::Error>;
     /// Insert an entry; return `false` if `key` was already present (the decoder then fails with
     /// `bad_frame`, so what happens to the map afterwards does not matter).
-    fn map_insert(&mut self, map: &mut Self::Map, key: &'de str, value: Self::Value) -> Result<bool, Self::Error>;
+    fn map_insert(
+        &mut self,
+        map: &mut Self::Map,
+        key: &'de str,
+        value: Self::Value,
+    ) -> Result<bool, Self::Error>;
     /// Finish a nested map.
     fn map_end(&mut self, map: Self::Map) -> Result<Self::Value, Self::Error>;
     /// Begin the body map of a frame whose header is `header`, with `len` entries (0 for an empty
@@ -71,7 +77,10 @@ pub fn decode_frame<'de, V: Visitor<'de>>(
     visitor: &mut V,
 ) -> Result<(Header, V::Map), V::Error> {
     let header = parse_header(frame, limits)?;
-    let mut reader = Reader { input: &frame[HEADER_SIZE..], limits };
+    let mut reader = Reader {
+        input: &frame[HEADER_SIZE..],
+        limits,
+    };
     if reader.input.is_empty() {
         let map = visitor.frame_start(&header, 0)?;
         return Ok((header, map));
@@ -81,14 +90,21 @@ pub fn decode_frame<'de, V: Visitor<'de>>(
         0x80..=0x8f => usize::from(marker & 0x0f),
         0xde => reader.length(2)?,
         0xdf => reader.length(4)?,
-        _ => return Err(FrameError::bad_frame(format!("body must be a map, found marker {marker:#04x}")).into()),
+        _ => {
+            return Err(FrameError::bad_frame(format!(
+                "body must be a map, found marker {marker:#04x}"
+            ))
+            .into())
+        }
     };
     reader.check_map_len(len)?;
     let mut map = visitor.frame_start(&header, len)?;
     for _ in 0..len {
         let key = reader.key()?;
         if RESERVED_KEYS.contains(&key) {
-            return Err(FrameError::bad_frame(format!("body key {key:?} belongs in the header")).into());
+            return Err(
+                FrameError::bad_frame(format!("body key {key:?} belongs in the header")).into(),
+            );
         }
         let value = reader.value(2, visitor)?;
         if !visitor.map_insert(&mut map, key, value)? {
@@ -96,7 +112,11 @@ pub fn decode_frame<'de, V: Visitor<'de>>(
         }
     }
     if !reader.input.is_empty() {
-        return Err(FrameError::bad_frame(format!("{} trailing bytes after the body map", reader.input.len())).into());
+        return Err(FrameError::bad_frame(format!(
+            "{} trailing bytes after the body map",
+            reader.input.len()
+        ))
+        .into());
     }
     Ok((header, map))
 }
@@ -152,7 +172,10 @@ impl<'de> Reader<'de, '_> {
             )));
         }
         if len > self.input.len() {
-            return Err(FrameError::bad_frame(format!("array declares {len} items, {} bytes remain", self.input.len())));
+            return Err(FrameError::bad_frame(format!(
+                "array declares {len} items, {} bytes remain",
+                self.input.len()
+            )));
         }
         Ok(())
     }
@@ -166,14 +189,20 @@ impl<'de> Reader<'de, '_> {
             )));
         }
         if len > self.input.len() / 2 {
-            return Err(FrameError::bad_frame(format!("map declares {len} entries, {} bytes remain", self.input.len())));
+            return Err(FrameError::bad_frame(format!(
+                "map declares {len} entries, {} bytes remain",
+                self.input.len()
+            )));
         }
         Ok(())
     }
 
     fn check_payload_len(&self, len: usize, what: &str) -> Result<(), FrameError> {
         if len > self.limits.max_str_len {
-            return Err(FrameError::bad_frame(format!("{what} of {len} bytes, limit is {}", self.limits.max_str_len)));
+            return Err(FrameError::bad_frame(format!(
+                "{what} of {len} bytes, limit is {}",
+                self.limits.max_str_len
+            )));
         }
         Ok(())
     }
@@ -191,7 +220,11 @@ impl<'de> Reader<'de, '_> {
             0xd9 => self.length(1)?,
             0xda => self.length(2)?,
             0xdb => self.length(4)?,
-            _ => return Err(FrameError::bad_frame(format!("map key must be a str, found marker {marker:#04x}"))),
+            _ => {
+                return Err(FrameError::bad_frame(format!(
+                    "map key must be a str, found marker {marker:#04x}"
+                )))
+            }
         };
         self.str_of_len(len)
     }
@@ -205,7 +238,11 @@ impl<'de> Reader<'de, '_> {
     }
 
     /// One value whose containers would sit at nesting `depth` (the body map is depth 1).
-    fn value<V: Visitor<'de>>(&mut self, depth: usize, visitor: &mut V) -> Result<V::Value, V::Error> {
+    fn value<V: Visitor<'de>>(
+        &mut self,
+        depth: usize,
+        visitor: &mut V,
+    ) -> Result<V::Value, V::Error> {
         let marker = self.byte()?;
         match marker {
             0x00..=0x7f => visitor.visit_i64(i64::from(marker)),
@@ -267,7 +304,9 @@ impl<'de> Reader<'de, '_> {
                 let len = self.length(4)?;
                 self.map(len, depth, visitor)
             }
-            0xc7..=0xc9 | 0xd4..=0xd8 => Err(FrameError::bad_frame("msgpack ext types are not accepted").into()),
+            0xc7..=0xc9 | 0xd4..=0xd8 => {
+                Err(FrameError::bad_frame("msgpack ext types are not accepted").into())
+            }
             0xc1 => Err(FrameError::bad_frame("marker 0xc1 is never used in msgpack").into()),
             0xe0..=0xff => visitor.visit_i64(i64::from(marker as i8)),
         }
@@ -275,12 +314,20 @@ impl<'de> Reader<'de, '_> {
 
     fn check_depth(&self, depth: usize) -> Result<(), FrameError> {
         if depth > self.limits.max_depth {
-            return Err(FrameError::bad_frame(format!("nesting deeper than {}", self.limits.max_depth)));
+            return Err(FrameError::bad_frame(format!(
+                "nesting deeper than {}",
+                self.limits.max_depth
+            )));
         }
         Ok(())
     }
 
-    fn array<V: Visitor<'de>>(&mut self, len: usize, depth: usize, visitor: &mut V) -> Result<V::Value, V::Error> {
+    fn array<V: Visitor<'de>>(
+        &mut self,
+        len: usize,
+        depth: usize,
+        visitor: &mut V,
+    ) -> Result<V::Value, V::Error> {
         self.check_depth(depth)?;
         self.check_array_len(len)?;
         let mut array = visitor.array_start(len)?;
@@ -291,7 +338,12 @@ impl<'de> Reader<'de, '_> {
         visitor.array_end(array)
     }
 
-    fn map<V: Visitor<'de>>(&mut self, len: usize, depth: usize, visitor: &mut V) -> Result<V::Value, V::Error> {
+    fn map<V: Visitor<'de>>(
+        &mut self,
+        len: usize,
+        depth: usize,
+        visitor: &mut V,
+    ) -> Result<V::Value, V::Error> {
         self.check_depth(depth)?;
         self.check_map_len(len)?;
         let mut map = visitor.map_start(len)?;

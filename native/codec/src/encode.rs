@@ -16,6 +16,37 @@ use crate::error::FrameError;
 use crate::header::{FrameType, Header, HEADER_SIZE};
 use crate::limits::FrameLimits;
 
+/// The markers of one length-prefixed msgpack family; the 32-bit form is always `marker16 + 1`.
+struct LengthFamily {
+    /// Base marker and exclusive length bound of the one-byte form (fixstr, fixarray, fixmap).
+    fixed: Option<(u8, usize)>,
+    /// Marker of the 8-bit-length form (str8, bin8).
+    marker8: Option<u8>,
+    /// Marker of the 16-bit-length form.
+    marker16: u8,
+}
+
+const STR: LengthFamily = LengthFamily {
+    fixed: Some((0xa0, 32)),
+    marker8: Some(0xd9),
+    marker16: 0xda,
+};
+const BIN: LengthFamily = LengthFamily {
+    fixed: None,
+    marker8: Some(0xc4),
+    marker16: 0xc5,
+};
+const ARRAY: LengthFamily = LengthFamily {
+    fixed: Some((0x90, 16)),
+    marker8: None,
+    marker16: 0xdc,
+};
+const MAP: LengthFamily = LengthFamily {
+    fixed: Some((0x80, 16)),
+    marker8: None,
+    marker16: 0xde,
+};
+
 /// Streams one frame into a buffer; [`FrameEncoder::finish`] fills in the header.
 pub struct FrameEncoder<'l> {
     out: Vec<u8>,
@@ -33,8 +64,17 @@ impl<'l> FrameEncoder<'l> {
         field_count: usize,
         limits: &'l FrameLimits,
     ) -> Result<Self, FrameError> {
-        let header = Header { frame_type, body_len: 0, conv, seq };
-        let mut encoder = FrameEncoder { out: Vec::with_capacity(128), header, limits };
+        let header = Header {
+            frame_type,
+            body_len: 0,
+            conv,
+            seq,
+        };
+        let mut encoder = FrameEncoder {
+            out: Vec::with_capacity(128),
+            header,
+            limits,
+        };
         encoder.out.extend_from_slice(&[0u8; HEADER_SIZE]);
         if field_count > 0 {
             encoder.map_header(field_count, 1)?;
@@ -66,27 +106,34 @@ impl<'l> FrameEncoder<'l> {
         Ok(())
     }
 
-    /// A length-prefixed item: fixed-size marker forms (`fix_base` for lengths below `fix_limit`, if
-    /// any), else the 8/16/32-bit forms starting at `marker8` (or `marker16` when there is no 8-bit form).
-    fn put_length_prefixed(&mut self, len: usize, fix: Option<(u8, usize)>, marker8: Option<u8>, marker16: u8, payload: &[u8]) -> Result<(), FrameError> {
+    /// A length-prefixed item (`payload` is empty for container headers) in the smallest form of
+    /// its `family` that holds `len`.
+    fn put_length_prefixed(
+        &mut self,
+        family: &LengthFamily,
+        len: usize,
+        payload: &[u8],
+    ) -> Result<(), FrameError> {
         let mut prefix = [0u8; 5];
-        let prefix_len = match (fix, marker8) {
+        let prefix_len = match (family.fixed, family.marker8) {
             (Some((fix_base, fix_limit)), _) if len < fix_limit => {
                 prefix[0] = fix_base | len as u8;
                 1
             }
-            (_, Some(marker)) if len <= 0xff => {
-                prefix[0] = marker;
+            (_, Some(marker8)) if len <= 0xff => {
+                prefix[0] = marker8;
                 prefix[1] = len as u8;
                 2
             }
             _ if len <= 0xffff => {
-                prefix[0] = marker16;
+                prefix[0] = family.marker16;
                 prefix[1..3].copy_from_slice(&(len as u16).to_be_bytes());
                 3
             }
             _ => {
-                prefix[0] = marker16 + 1;
+                // `room` below refuses anything beyond max_frame_size ≤ 24 + u32::MAX first, so a
+                // length that does not fit 32 bits is never written.
+                prefix[0] = family.marker16 + 1;
                 prefix[1..5].copy_from_slice(&(len as u32).to_be_bytes());
                 5
             }
@@ -163,37 +210,43 @@ impl<'l> FrameEncoder<'l> {
     /// A string value or map key.
     pub fn str(&mut self, value: &str) -> Result<(), FrameError> {
         self.check_payload_len(value.len(), "str")?;
-        self.put_length_prefixed(value.len(), Some((0xa0, 32)), Some(0xd9), 0xda, value.as_bytes())
+        self.put_length_prefixed(&STR, value.len(), value.as_bytes())
     }
 
     /// A byte string.
     pub fn bin(&mut self, value: &[u8]) -> Result<(), FrameError> {
         self.check_payload_len(value.len(), "bin")?;
-        self.put_length_prefixed(value.len(), None, Some(0xc4), 0xc5, value)
+        self.put_length_prefixed(&BIN, value.len(), value)
     }
 
     /// The header of an array of `len` items at nesting `depth`; the caller writes the items next.
     pub fn array_header(&mut self, len: usize, depth: usize) -> Result<(), FrameError> {
         self.check_container(len, depth, "array")?;
-        self.put_length_prefixed(len, Some((0x90, 16)), None, 0xdc, &[])
+        self.put_length_prefixed(&ARRAY, len, &[])
     }
 
     /// The header of a map of `len` entries at nesting `depth`; the caller writes key/value pairs next.
     pub fn map_header(&mut self, len: usize, depth: usize) -> Result<(), FrameError> {
         self.check_container(len, depth, "map")?;
-        self.put_length_prefixed(len, Some((0x80, 16)), None, 0xde, &[])
+        self.put_length_prefixed(&MAP, len, &[])
     }
 
     fn check_payload_len(&self, len: usize, what: &str) -> Result<(), FrameError> {
         if len > self.limits.max_str_len {
-            return Err(FrameError::bad_frame(format!("{what} of {len} bytes, limit is {}", self.limits.max_str_len)));
+            return Err(FrameError::bad_frame(format!(
+                "{what} of {len} bytes, limit is {}",
+                self.limits.max_str_len
+            )));
         }
         Ok(())
     }
 
     fn check_container(&self, len: usize, depth: usize, what: &str) -> Result<(), FrameError> {
         if depth > self.limits.max_depth {
-            return Err(FrameError::bad_frame(format!("nesting deeper than {}", self.limits.max_depth)));
+            return Err(FrameError::bad_frame(format!(
+                "nesting deeper than {}",
+                self.limits.max_depth
+            )));
         }
         if len > self.limits.max_container_len {
             return Err(FrameError::bad_frame(format!(

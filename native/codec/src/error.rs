@@ -36,12 +36,18 @@ pub struct FrameError {
 impl FrameError {
     /// A `bad_frame` error with the given message.
     pub fn bad_frame(message: impl Into<String>) -> Self {
-        FrameError { code: ErrorCode::BadFrame, message: message.into() }
+        FrameError {
+            code: ErrorCode::BadFrame,
+            message: message.into(),
+        }
     }
 
     /// A `too_large` error with the given message.
     pub fn too_large(message: impl Into<String>) -> Self {
-        FrameError { code: ErrorCode::TooLarge, message: message.into() }
+        FrameError {
+            code: ErrorCode::TooLarge,
+            message: message.into(),
+        }
     }
 }
 

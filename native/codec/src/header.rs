@@ -81,7 +81,11 @@ pub struct Header {
 impl Header {
     /// The 24 header bytes (flags derived from `body_len`).
     pub fn to_bytes(&self) -> [u8; HEADER_SIZE] {
-        let flags = if self.body_len == 0 { FLAG_EMPTY_BODY } else { 0 };
+        let flags = if self.body_len == 0 {
+            FLAG_EMPTY_BODY
+        } else {
+            0
+        };
         let mut bytes = [0u8; HEADER_SIZE];
         bytes[0] = VERSION;
         bytes[1] = self.frame_type.code();
@@ -110,11 +114,16 @@ pub fn parse_header(frame: &[u8], limits: &FrameLimits) -> Result<Header, FrameE
         )));
     }
     let Some(header) = frame.first_chunk::<HEADER_SIZE>() else {
-        return Err(FrameError::bad_frame(format!("truncated header: {} of {HEADER_SIZE} bytes", frame.len())));
+        return Err(FrameError::bad_frame(format!(
+            "truncated header: {} of {HEADER_SIZE} bytes",
+            frame.len()
+        )));
     };
     let version = header[0];
     if version != VERSION {
-        return Err(FrameError::bad_frame(format!("unsupported version {version}")));
+        return Err(FrameError::bad_frame(format!(
+            "unsupported version {version}"
+        )));
     }
     let flags = u16::from_le_bytes([header[2], header[3]]);
     let body_len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
@@ -126,13 +135,20 @@ pub fn parse_header(frame: &[u8], limits: &FrameLimits) -> Result<Header, FrameE
         )));
     }
     let Some(frame_type) = FrameType::from_code(header[1]) else {
-        return Err(FrameError::bad_frame(format!("unknown frame type {}", header[1])));
+        return Err(FrameError::bad_frame(format!(
+            "unknown frame type {}",
+            header[1]
+        )));
     };
     if flags & !FLAG_EMPTY_BODY != 0 {
-        return Err(FrameError::bad_frame(format!("reserved flag bits set: {flags:#06x}")));
+        return Err(FrameError::bad_frame(format!(
+            "reserved flag bits set: {flags:#06x}"
+        )));
     }
     if (flags & FLAG_EMPTY_BODY != 0) != (body_len == 0) {
-        return Err(FrameError::bad_frame("empty-body flag disagrees with body length"));
+        return Err(FrameError::bad_frame(
+            "empty-body flag disagrees with body length",
+        ));
     }
     if declared_size != frame.len() as u64 {
         return Err(FrameError::bad_frame(format!(

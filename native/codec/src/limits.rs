@@ -22,7 +22,12 @@ pub struct FrameLimits {
 
 impl Default for FrameLimits {
     fn default() -> Self {
-        FrameLimits { max_frame_size: 65536, max_depth: 8, max_container_len: 1024, max_str_len: 65536 }
+        FrameLimits {
+            max_frame_size: 65536,
+            max_depth: 8,
+            max_container_len: 1024,
+            max_str_len: 65536,
+        }
     }
 }
 
@@ -39,11 +44,20 @@ impl FrameLimits {
     ) -> Result<Self, String> {
         let largest_frame = HEADER_SIZE as u64 + u64::from(u32::MAX);
         if max_frame_size < HEADER_SIZE || max_frame_size as u64 > largest_frame {
-            return Err(format!("max_frame_size must be in {HEADER_SIZE}..={largest_frame}, got {max_frame_size}"));
+            return Err(format!(
+                "max_frame_size must be in {HEADER_SIZE}..={largest_frame}, got {max_frame_size}"
+            ));
         }
         if !(1..=MAX_DEPTH_CEILING).contains(&max_depth) {
-            return Err(format!("max_depth must be in 1..={MAX_DEPTH_CEILING}, got {max_depth}"));
+            return Err(format!(
+                "max_depth must be in 1..={MAX_DEPTH_CEILING}, got {max_depth}"
+            ));
         }
-        Ok(FrameLimits { max_frame_size, max_depth, max_container_len, max_str_len })
+        Ok(FrameLimits {
+            max_frame_size,
+            max_depth,
+            max_container_len,
+            max_str_len,
+        })
     }
 }

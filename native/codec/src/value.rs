@@ -48,16 +48,29 @@ pub struct Frame<'a> {
 /// Decode a whole frame into a [`Frame`] borrowing from `bytes`.
 pub fn decode<'a>(bytes: &'a [u8], limits: &FrameLimits) -> Result<Frame<'a>, FrameError> {
     let (header, map) = decode_frame(bytes, limits, &mut ValueBuilder)?;
-    Ok(Frame { frame_type: header.frame_type, conv: header.conv, seq: header.seq, fields: map.entries })
+    Ok(Frame {
+        frame_type: header.frame_type,
+        conv: header.conv,
+        seq: header.seq,
+        fields: map.entries,
+    })
 }
 
 /// Encode a [`Frame`]; fails with the same errors the decoder would raise on the result.
 pub fn encode(frame: &Frame<'_>, limits: &FrameLimits) -> Result<Vec<u8>, FrameError> {
-    let mut encoder = FrameEncoder::new(frame.frame_type, frame.conv, frame.seq, frame.fields.len(), limits)?;
+    let mut encoder = FrameEncoder::new(
+        frame.frame_type,
+        frame.conv,
+        frame.seq,
+        frame.fields.len(),
+        limits,
+    )?;
     let mut seen = HashSet::with_capacity(frame.fields.len());
     for (key, value) in &frame.fields {
         if crate::decode::RESERVED_KEYS.contains(key) || !seen.insert(*key) {
-            return Err(FrameError::bad_frame(format!("body key {key:?} is reserved or repeated")));
+            return Err(FrameError::bad_frame(format!(
+                "body key {key:?} is reserved or repeated"
+            )));
         }
         encoder.str(key)?;
         encode_value(&mut encoder, value, 2)?;
@@ -65,7 +78,11 @@ pub fn encode(frame: &Frame<'_>, limits: &FrameLimits) -> Result<Vec<u8>, FrameE
     Ok(encoder.finish())
 }
 
-fn encode_value(encoder: &mut FrameEncoder<'_>, value: &Value<'_>, depth: usize) -> Result<(), FrameError> {
+fn encode_value(
+    encoder: &mut FrameEncoder<'_>,
+    value: &Value<'_>,
+    depth: usize,
+) -> Result<(), FrameError> {
     match value {
         Value::Nil => encoder.nil(),
         Value::Bool(flag) => encoder.bool(*flag),
@@ -76,7 +93,9 @@ fn encode_value(encoder: &mut FrameEncoder<'_>, value: &Value<'_>, depth: usize)
         Value::Bin(bytes) => encoder.bin(bytes),
         Value::Array(items) => {
             encoder.array_header(items.len(), depth)?;
-            items.iter().try_for_each(|item| encode_value(encoder, item, depth + 1))
+            items
+                .iter()
+                .try_for_each(|item| encode_value(encoder, item, depth + 1))
         }
         Value::Map(entries) => {
             encoder.map_header(entries.len(), depth)?;
@@ -136,7 +155,11 @@ impl<'de> Visitor<'de> for ValueBuilder {
     fn array_start(&mut self, len: usize) -> Result<Vec<Value<'de>>, FrameError> {
         Ok(Vec::with_capacity(len))
     }
-    fn array_push(&mut self, array: &mut Vec<Value<'de>>, item: Value<'de>) -> Result<(), FrameError> {
+    fn array_push(
+        &mut self,
+        array: &mut Vec<Value<'de>>,
+        item: Value<'de>,
+    ) -> Result<(), FrameError> {
         array.push(item);
         Ok(())
     }
@@ -145,9 +168,17 @@ impl<'de> Visitor<'de> for ValueBuilder {
     }
     fn map_start(&mut self, len: usize) -> Result<MapBuilder<'de>, FrameError> {
         let keys = (len > LINEAR_SCAN_MAX).then(|| HashSet::with_capacity(len));
-        Ok(MapBuilder { entries: Vec::with_capacity(len), keys })
+        Ok(MapBuilder {
+            entries: Vec::with_capacity(len),
+            keys,
+        })
     }
-    fn map_insert(&mut self, map: &mut MapBuilder<'de>, key: &'de str, value: Value<'de>) -> Result<bool, FrameError> {
+    fn map_insert(
+        &mut self,
+        map: &mut MapBuilder<'de>,
+        key: &'de str,
+        value: Value<'de>,
+    ) -> Result<bool, FrameError> {
         let is_new = match &mut map.keys {
             Some(keys) => keys.insert(key),
             None => map.entries.iter().all(|(existing, _)| *existing != key),

@@ -31,14 +31,36 @@ fn seeds() -> Vec<Vec<u8>> {
                 ("id", Value::Str("m1")),
                 ("text", Value::Str("你好, where is my parcel?")),
                 ("at", Value::Float(1.7e9)),
-                ("tags", Value::Array(vec![Value::Str("vip"), Value::Int(-5), Value::Nil])),
-                ("meta", Value::Map(vec![("ok", Value::Bool(true)), ("raw", Value::Bin(b"\x01\x02"))])),
+                (
+                    "tags",
+                    Value::Array(vec![Value::Str("vip"), Value::Int(-5), Value::Nil]),
+                ),
+                (
+                    "meta",
+                    Value::Map(vec![
+                        ("ok", Value::Bool(true)),
+                        ("raw", Value::Bin(b"\x01\x02")),
+                    ]),
+                ),
             ],
         },
-        Frame { frame_type: FrameType::Ping, conv: 0, seq: 0, fields: vec![] },
-        Frame { frame_type: FrameType::Send, conv: 1, seq: 0, fields: vec![("n", Value::UInt(u64::MAX))] },
+        Frame {
+            frame_type: FrameType::Ping,
+            conv: 0,
+            seq: 0,
+            fields: vec![],
+        },
+        Frame {
+            frame_type: FrameType::Send,
+            conv: 1,
+            seq: 0,
+            fields: vec![("n", Value::UInt(u64::MAX))],
+        },
     ];
-    frames.iter().map(|frame| encode(frame, &limits).unwrap()).collect()
+    frames
+        .iter()
+        .map(|frame| encode(frame, &limits).unwrap())
+        .collect()
 }
 
 fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
@@ -83,10 +105,17 @@ fn random_mutations_never_panic_and_accepted_frames_are_stable() {
             Ok(frame) => {
                 accepted += 1;
                 let again = encode(&frame, &limits).expect("a decoded frame re-encodes");
-                assert_eq!(decode(&again, &limits).expect("re-encoded frame decodes"), frame, "{input:02x?}");
+                assert_eq!(
+                    decode(&again, &limits).expect("re-encoded frame decodes"),
+                    frame,
+                    "{input:02x?}"
+                );
             }
             Err(_) => refused += 1,
         }
     }
-    assert!(accepted > 100 && refused > 100, "mutations too tame or too wild: {accepted} / {refused}");
+    assert!(
+        accepted > 100 && refused > 100,
+        "mutations too tame or too wild: {accepted} / {refused}"
+    );
 }

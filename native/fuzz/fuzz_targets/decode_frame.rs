@@ -11,7 +11,9 @@ use kefu_codec::FrameLimits;
 use libfuzzer_sys::fuzz_target;
 
 fn check_stable(data: &[u8], limits: &FrameLimits) -> bool {
-    let Ok(frame) = decode(data, limits) else { return false };
+    let Ok(frame) = decode(data, limits) else {
+        return false;
+    };
     let encoded = encode(&frame, limits).expect("a decoded frame re-encodes under the same limits");
     let again = decode(&encoded, limits).expect("a re-encoded frame decodes");
     assert_eq!(again, frame, "decode(encode(decode(x))) != decode(x)");
@@ -25,6 +27,9 @@ fuzz_target!(|data: &[u8]| {
     let tight = FrameLimits::new(4096, 3, 8, 64).expect("valid limits");
     let accepted_by_defaults = check_stable(data, &defaults);
     if check_stable(data, &tight) {
-        assert!(accepted_by_defaults, "accepted under tight limits but refused under the defaults");
+        assert!(
+            accepted_by_defaults,
+            "accepted under tight limits but refused under the defaults"
+        );
     }
 });

@@ -199,7 +199,7 @@ impl<T> ArrayRing<T> {
                             unsafe { cell.write(MaybeUninit::new(value)) };
                         });
                         // Release: publishes the write above to the consumer that Acquires `tail + 1`.
-                        slot.stamp.store(tail + 1, Ordering::Relaxed);
+                        slot.stamp.store(tail + 1, Ordering::Release);
                         return Ok(());
                     }
                     Err(current) => {

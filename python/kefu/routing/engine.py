@@ -70,6 +70,14 @@ Scorer = Callable[..., tuple[list[tuple[int, float, float, float, float, float, 
                              tuple[int, ...], list[tuple[int, int]], int]]
 
 
+def _check_location(location: tuple[float, float] | None) -> None:
+    if location is None:
+        return
+    lat, lon = location
+    if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
+        raise ValueError(f"not a (lat, lon) location: {location!r}")
+
+
 def _default_scorer() -> Scorer:
     from kefu.compiled import score_agents
 
@@ -101,6 +109,7 @@ class AgentProfile:
             raise ValueError("deescalation must be within 0..1")
         if len(self.skills) > 256:
             raise ValueError("at most 256 skills per agent")
+        _check_location(self.geo)
         for path, level in self.skills.items():
             parse_skill_path(path)
             if not 0.0 <= level <= 1.0:
@@ -131,6 +140,9 @@ class RouteRequest:
             parse_skill_path(self.skill_path)
         if len(self.exclude) > _MAX_EXCLUDE:
             raise ValueError(f"at most {_MAX_EXCLUDE} excluded agents")
+        _check_location(self.visitor_geo)
+        if self.visitor_id is not None and not 0 < len(self.visitor_id) <= 256:
+            raise ValueError("visitor_id must be 1..256 characters")
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +350,8 @@ class RoutingEngine:
         self._skills = SkillTrie()
         self._agent_skills: dict[int, dict[int, float]] = {}
         self._skill_index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._resolved_paths: dict[str, list[int]] = {}  # valid while the trie does not grow
+        self._resolved_trie_size = 0
         self._languages: dict[str, int] = {}
         self._conversations: dict[int, _Conversation] = {}
         self._queues: dict[int, list[tuple[int, float, int, int]]] = {}
@@ -666,7 +680,7 @@ class RoutingEngine:
             for agent_id in (*request.exclude, *declined, *excluded)
             if agent_id is not None and agent_id in self._agents
         ]
-        skill_path = self._skills.resolve(request.skill_path) if request.skill_path else []
+        skill_path = self._resolve_skill(request.skill_path) if request.skill_path else []
         indptr, holders, proficiency = self._skill_columns()
         scratch_credit, scratch_depth = self._table.scratch()
         visitor_geohash = (
@@ -888,6 +902,15 @@ class RoutingEngine:
             self._agent_skills[index] = skills
             self._skill_index = None
         return agent
+
+    def _resolve_skill(self, path: str) -> list[int]:
+        if self._resolved_trie_size != len(self._skills) or len(self._resolved_paths) > 4096:
+            self._resolved_paths.clear()
+            self._resolved_trie_size = len(self._skills)
+        resolved = self._resolved_paths.get(path)
+        if resolved is None:
+            resolved = self._resolved_paths[path] = self._skills.resolve(path)
+        return resolved
 
     def _count_registration(self, site: int) -> None:
         self._registered_per_site[site] = self._registered_per_site.get(site, 0) + 1

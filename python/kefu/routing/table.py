@@ -86,6 +86,8 @@ class AgentTable:
         self._high_water = 0
         self._free: list[int] = []
         self.online: dict[int, IndexList] = {}
+        # Column views sized to the high-water mark, cached because every routing call needs them.
+        self._views: tuple[np.ndarray, ...] | None = None
 
     # Column attributes, set in __init__ and replaced when the table grows.
     geohash: npt.NDArray[np.uint64]
@@ -112,6 +114,7 @@ class AgentTable:
             self._grow()
         index = self._high_water
         self._high_water += 1
+        self._views = None
         return index
 
     def release(self, index: int) -> None:
@@ -136,12 +139,17 @@ class AgentTable:
     def kernel_columns(self) -> tuple[np.ndarray, ...]:
         """The agent columns and scratch buffers in the kernel's positional order, sized to the
         live high-water mark."""
-        n = self._high_water
-        return tuple(getattr(self, name)[:n] for name, _ in _COLUMNS[:9])
+        return self._column_views()[:9]
 
     def scratch(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint8]]:
-        n = self._high_water
-        return self.scratch_credit[:n], self.scratch_depth[:n]
+        credit, depth = self._column_views()[9:]
+        return credit, depth
+
+    def _column_views(self) -> tuple[np.ndarray, ...]:
+        if self._views is None:
+            n = self._high_water
+            self._views = tuple(getattr(self, name)[:n] for name, _ in _COLUMNS)
+        return self._views
 
     def _grow(self) -> None:
         self._capacity *= 2
@@ -150,3 +158,4 @@ class AgentTable:
             old = getattr(self, name)
             grown[: len(old)] = old
             setattr(self, name, grown)
+        self._views = None

@@ -514,7 +514,11 @@ class PostgresStorage(Storage):
             while self._pending:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
-                await self._commit_batch(batch)
+                try:
+                    await self._commit_batch(batch)
+                except Exception as exc:  # noqa: BLE001 - never leave a caller waiting forever
+                    for _, _, _, future in batch:
+                        _settle(future, None, c.storage_error(exc))
         finally:
             self._batch_task = None
 

@@ -307,7 +307,7 @@ class SqliteStorage(Storage):
         assert loop is not None and self._queue is not None
         try:
             conn, epoch = self._setup_writer()
-        except BaseException as exc:  # reported to open(); the thread has nothing else to do
+        except Exception as exc:  # noqa: BLE001 - reported to open(); the thread has nothing else to do
             error = exc if isinstance(exc, StorageError) else c.storage_error(exc)
             loop.call_soon_threadsafe(_settle_one, ready, None, error)
             return
@@ -342,14 +342,17 @@ class SqliteStorage(Storage):
                 self._fault_before_commit()
             conn.execute("COMMIT")
             self._wal_grew.set()
-        except Exception as exc:  # the batch as a whole failed: nothing of it is acknowledged
+        except Exception as exc:  # noqa: BLE001 - the batch as a whole failed: nothing of it is acked
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass  # SQLite rolls back by itself after some errors; the next BEGIN starts clean
             outcomes = [(future, None, c.storage_error(exc)) for _, _, future in items]
-        self._loop.call_soon_threadsafe(_settle_batch, outcomes)  # type: ignore[union-attr]
+        try:
+            self._loop.call_soon_threadsafe(_settle_batch, outcomes)  # type: ignore[union-attr]
+        except RuntimeError:
+            pass  # the event loop is closed: nobody is waiting for these outcomes any more
 
     def _apply(
         self, conn: sqlite3.Connection, items: list[tuple[Any, Any, asyncio.Future[Any]]], *, isolated: bool
@@ -386,7 +389,7 @@ class SqliteStorage(Storage):
             cursor.execute("SAVEPOINT item")
             try:
                 result = op(cursor, arg)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - this request's own failure, handed to its caller
                 cursor.execute("ROLLBACK TO item")
                 cursor.execute("RELEASE item")
                 outcomes.append((future, None, c.storage_error(exc) if isinstance(exc, sqlite3.Error) else exc))
@@ -663,7 +666,12 @@ class SqliteStorage(Storage):
     # --- messages ----------------------------------------------------------------------------------
     async def append_message(self, msg: NewMessage) -> AppendResult:
         meta_json = c.check_storable_message(msg)
-        return await self._submit(_append, (msg, meta_json))
+        if not self._accepting:
+            raise StorageError("storage is not open")
+        # _submit inlined: this is the hot path.
+        future: asyncio.Future[AppendResult] = self._loop.create_future()  # type: ignore[union-attr]
+        self._queue.put((_append, (msg, meta_json), future))  # type: ignore[union-attr]
+        return await future
 
     async def messages_after(self, conv_id: int, after_seq: int, limit: int) -> list[StoredMessage]:
         page = c.clamp_limit(limit, c.MAX_PAGE_LIMIT)
@@ -748,6 +756,31 @@ def _append(cur: sqlite3.Cursor, item: tuple[NewMessage, str]) -> AppendResult:
     return AppendResult(seq=original[0], ts=original[1], created=False)
 
 
+_MESSAGE_COLUMN_COUNT: Final = 10
+# Multi-row INSERTs of these sizes (largest first): one statement step per chunk instead of one per
+# message means one GIL release/re-acquire per chunk, and a handful of distinct statements to cache.
+_INSERT_CHUNKS: Final = (128, 32, 8, 1)
+_INSERT_MESSAGES_SQL: Final = {
+    size: "INSERT INTO messages(conv, seq, cmid, sender_id, sender_role, sender_name, body, kind, meta, ts) VALUES "
+    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * size)
+    + " ON CONFLICT(conv, sender_id, cmid) DO NOTHING"
+    for size in _INSERT_CHUNKS
+}
+
+
+def _insert_rows(cur: sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> int:
+    """Insert message rows (conflicts on the idempotency key skipped); returns how many were stored."""
+    stored = 0
+    start = 0
+    for size in _INSERT_CHUNKS:
+        sql = _INSERT_MESSAGES_SQL[size]
+        while len(rows) - start >= size:
+            cur.execute(sql, [value for row in rows[start:start + size] for value in row])
+            stored += cur.rowcount
+            start += size
+    return stored
+
+
 def _append_run(
     cur: sqlite3.Cursor, run: list[tuple[Any, tuple[NewMessage, str], asyncio.Future[Any]]],
     outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
@@ -788,8 +821,7 @@ def _append_run(
             (msg.conv, seq, msg.cmid, msg.sender_id, msg.sender_role, msg.sender_name, msg.text, msg.kind,
              meta_json, ts))
         results.append((future, AppendResult(seq=seq, ts=ts, created=True), None))
-    cur.executemany(_INSERT_MESSAGE, rows_to_insert)
-    if cur.rowcount == len(rows_to_insert):
+    if _insert_rows(cur, rows_to_insert) == len(rows_to_insert):
         cur.execute("RELEASE appends")
         outcomes.extend(results)
         return
@@ -817,7 +849,12 @@ def _settle_one(future: asyncio.Future[Any], result: Any, error: BaseException |
 
 def _settle_batch(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for future, result, error in outcomes:
-        _settle_one(future, result, error)
+        if future.done():  # the caller went away (cancelled); the outcome stands in the database
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
 
 def _conversation_filter(

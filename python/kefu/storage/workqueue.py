@@ -14,7 +14,7 @@ from typing import Any
 class WorkQueue:
     """Unbounded FIFO: many producers, one consumer (the writer thread)."""
 
-    __slots__ = ("_items", "_closed")
+    __slots__ = ("_closed", "_items")
 
     def __init__(self) -> None:
         self._items: queue.SimpleQueue[Any] = queue.SimpleQueue()

@@ -329,6 +329,10 @@ def test_hostile_requests_are_refused() -> None:
     with pytest.raises(ValueError):
         RouteRequest(1, SITE, priority=10**9)
     with pytest.raises(ValueError):
+        RouteRequest(1, SITE, visitor_geo=(float("nan"), 0.0))
+    with pytest.raises(ValueError):
+        AgentProfile("a", SITE, geo=(91.0, 0.0))
+    with pytest.raises(ValueError):
         AgentProfile("a", SITE, capacity=0)
     engine = RoutingEngine()
     engine.conversation_opened(conv(1), 0.0)
@@ -357,3 +361,33 @@ def test_worked_example_of_the_docs_still_holds() -> None:
     # chen: same geohash cell, sent 1 - 0.1 * (1 - 0.2), skill 2/3 * 0.8, no load, idle 335 of 600 s.
     expected = 0.3 * 1.0 + 0.2 * 0.92 + 0.5 * 0.8 * 2 / 3 + 0.1 * 1.0 + 0.05 * 335 / 600
     assert relaxed["top"][0]["score"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_agent_update_raising_capacity_drains_and_new_skills_count(make_engine) -> None:
+    engine = make_engine()
+    engine.agent_online(agent("a", capacity=1, skills={"billing": 1.0}), 0.0)
+    engine.conversation_opened(conv(1), 1.0)
+    assert isinstance(engine.conversation_opened(conv(2), 2.0), Queued)
+    (drained,) = engine.agent_updated(agent("a", capacity=2, skills={"tech": 1.0}), 3.0)
+    assert drained.conv_id == 2 and drained.agent_id == "a"
+    assert engine.agent_load("a") == (2, 2)
+    engine.agent_online(agent("b", capacity=5, skills={"billing": 1.0}), 4.0)
+    waiting = engine.conversation_opened(conv(3, skill_path="tech"), 5.0)
+    assert isinstance(waiting, Queued)
+    assert waiting.decision.to_dict()["excluded"]["counts"] == {"at_capacity": 1, "skill": 1}
+    (drained,) = engine.conversation_closed(1, 6.0)
+    assert (drained.conv_id, drained.agent_id) == (3, "a")
+    assert drained.decision.top[0][4] == 1.0  # the new "tech" skill, exact
+
+
+def test_away_agent_gets_no_new_chats_but_keeps_accepted_ones(make_engine) -> None:
+    engine = make_engine()
+    engine.agent_online(agent("a"), 0.0)
+    engine.conversation_opened(conv(1), 1.0)
+    engine.conversation_accepted(1, "a", 2.0)
+    engine.conversation_opened(conv(2), 3.0)
+    (moved,) = engine.agent_away("a", 4.0)
+    assert isinstance(moved, Queued) and moved.conv_id == 2 and moved.previous_agent == "a"
+    assert moved.decision.reason == "reroute:agent_away>queued:no_agent_online"
+    assert engine.assigned_agent(1) == "a"
+    assert [o.conv_id for o in engine.agent_online(agent("a"), 5.0)] == [2]

@@ -13,7 +13,6 @@ import os
 import secrets
 import signal
 import sqlite3
-import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -25,7 +24,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-
 from kefu.storage import (
     AppendResult,
     Conflict,
@@ -83,7 +81,7 @@ def pg_database_dsn() -> Iterator[str]:
 
     try:
         _run_apart(create)
-    except (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError) as exc:
+    except (TimeoutError, OSError, asyncpg.CannotConnectNowError) as exc:
         pytest.skip(f"PostgreSQL at {admin_dsn} is unreachable ({exc}); set KEFU_TEST_PG_DSN or start it")
     try:
         yield _with_database(admin_dsn, database)
@@ -587,26 +585,28 @@ CRASH_WRITER = textwrap.dedent("""
 @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
 async def test_sqlite_every_acked_message_survives_kill_9(tmp_path: Path, synchronous: str) -> None:
     path = tmp_path / "crash.db"
-    child = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(path), synchronous],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASH_WRITER, str(path), synchronous,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
     acked: list[tuple[int, int, str]] = []
     try:
-        assert child.stdout is not None
         while len(acked) < 3000:
-            line = await asyncio.to_thread(child.stdout.readline)
+            line = await asyncio.wait_for(child.stdout.readline(), timeout=30)
             if not line:
-                pytest.fail(f"writer exited early: {child.stderr.read() if child.stderr else ''}")
+                pytest.fail(f"writer exited early: {(await child.stderr.read()).decode()}")
             conv, seq, cmid = line.split()
-            acked.append((int(conv), int(seq), cmid))
-        os.kill(child.pid, signal.SIGKILL)
-        rest, _ = await asyncio.to_thread(child.communicate, timeout=30)
+            acked.append((int(conv), int(seq), cmid.decode()))
+        child.kill()  # SIGKILL, mid-stream
+        rest = await asyncio.wait_for(child.stdout.read(), timeout=30)
+        await child.wait()
     finally:
-        if child.poll() is None:
+        if child.returncode is None:
             child.kill()
-            child.wait()
+            await child.wait()
     # Lines printed before the kill landed in the pipe and are acks too; a torn last line is not.
-    acked += [(int(a), int(b), c) for a, b, c in (line.split() for line in rest.splitlines()
-                                                   if len(line.split()) == 3)]
+    complete = rest[: rest.rfind(b"\n") + 1]
+    acked += [(int(a), int(b), c.decode()) for a, b, c in (line.split() for line in complete.splitlines())]
     assert child.returncode == -signal.SIGKILL
 
     with sqlite3.connect(path) as check:

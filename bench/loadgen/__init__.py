@@ -1,0 +1,1 @@
+"""kefuload (C, epoll) and its Python driver: multi-process, synchronized, histograms merged."""

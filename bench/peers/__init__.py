@@ -1,0 +1,1 @@
+"""Peers measured beside Kefu: minimal, fair chat hubs speaking the bench room protocol."""

@@ -1,0 +1,1 @@
+"""The bench scenarios (chat, supervisor, idle, storm, coldstart, loadgen ceiling) and their targets."""

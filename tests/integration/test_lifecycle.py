@@ -1,0 +1,79 @@
+"""Conversation lifecycle: queue with position and ETA, assignment when an agent frees up, transfer."""
+
+from __future__ import annotations
+
+from conftest import start_server
+from kefu_client import Api, Client
+from test_delivery import agent_session, assigned_pair
+
+
+async def test_queue_then_assignment_when_capacity_frees(tmp_path_factory) -> None:
+    proc = start_server(tmp_path_factory)
+    try:
+        api = Api(proc)
+        first = await Client.connect(await api.visitor())
+        second = await Client.connect(await api.visitor())
+        await first.send({"t": "open", "text": "first in line"})
+        queued = await first.expect("conv")
+        assert queued["state"] == "queued" and queued["position"] == 1 and queued["eta_s"] > 0
+        await second.send({"t": "open"})
+        assert (await second.expect("conv"))["position"] == 2
+        # The visitor may write while waiting; the message is stored and delivered on assignment.
+        await first.send({"t": "send", "conv": queued["conv"], "cmid": "wait", "text": "still there?"})
+        assert (await first.expect("ack", cmid="wait"))["seq"] == 2
+        login = await agent_session(api, capacity=1)
+        agent = await Client.connect(login)
+        assigned = await agent.expect("conv", conv=queued["conv"])
+        assert assigned["agent"] == login["agent_id"] and assigned["why"]["reason"]
+        history = [(await agent.expect("msg", conv=queued["conv"]))["text"] for _ in range(2)]
+        assert history == ["first in line", "still there?"]
+        assert (await agent.expect("replayed", conv=queued["conv"]))["last_seq"] == 2
+        assert (await first.expect("conv", state="assigned"))["agent"] == login["agent_id"]
+        # Capacity 1: the second visitor waits until the first conversation closes.
+        assert not [f for f in await second.quiet(0.3) if f.get("state") == "assigned"]
+        await agent.send({"t": "close", "conv": queued["conv"]})
+        await first.expect("conv", state="closed")
+        assert (await second.expect("conv", state="assigned"))["agent"] == login["agent_id"]
+    finally:
+        proc.stop()
+
+
+async def test_open_twice_returns_the_same_conversation(api: Api) -> None:
+    visitor, agent, conv, _ = await assigned_pair(api)
+    await visitor.send({"t": "open", "text": "again"})
+    again = await visitor.expect("conv")
+    assert again["conv"] == conv and again["state"] == "assigned"
+    second_tab = await Client.connect(await api.visitor(visitor.welcome["who"]["id"]))
+    assert [c["conv"] for c in second_tab.welcome["convs"]] == [conv]
+
+
+async def test_transfer_to_another_agent(api: Api) -> None:
+    visitor, first_agent, conv, _ = await assigned_pair(api)
+    second_login = await agent_session(api)
+    second_agent = await Client.connect(second_login)
+    await first_agent.send({"t": "transfer", "conv": conv, "to_agent": second_login["agent_id"]})
+    moved = await visitor.expect("conv", conv=conv, state="transferred")
+    assert moved["agent"] == second_login["agent_id"]
+    assert (await first_agent.expect("conv", conv=conv, state="transferred"))["agent"] == second_login["agent_id"]
+    offered = await second_agent.expect("conv", conv=conv)
+    assert offered["agent"] == second_login["agent_id"] and "why" in offered
+    assert (await second_agent.expect("msg", conv=conv))["seq"] == 1
+    await second_agent.send({"t": "accept", "conv": conv})
+    await visitor.expect("conv", conv=conv, state="assigned", agent=second_login["agent_id"])
+    await first_agent.send({"t": "send", "conv": conv, "cmid": "gone", "text": "still mine?"})
+    assert (await first_agent.expect("error"))["code"] == "not_found"
+    await second_agent.send({"t": "send", "conv": conv, "cmid": "hi", "text": "I'll take it from here"})
+    assert (await visitor.expect("msg", conv=conv, cmid="hi"))["from"]["id"] == second_login["agent_id"]
+
+
+async def test_visitors_cannot_do_agent_actions(api: Api) -> None:
+    visitor, agent, conv, agent_login = await assigned_pair(api)
+    for frame in ({"t": "accept", "conv": conv}, {"t": "transfer", "conv": conv, "to_skill": "x"}):
+        await visitor.send(frame)
+        assert (await visitor.expect("error"))["code"] == "forbidden"
+    await agent.send({"t": "open"})
+    assert (await agent.expect("error"))["code"] == "forbidden"
+    await agent.send({"t": "transfer", "conv": conv, "to_agent": "a_nobody"})
+    assert (await agent.expect("error"))["code"] == "not_found"
+    await agent.send({"t": "transfer", "conv": conv})
+    assert (await agent.expect("error"))["code"] == "bad_frame"
