@@ -10,6 +10,7 @@
 //! raise `TypeError`; every other refusal raises `FrameError(code, message)`. Any panic left in the
 //! kernel is caught here and reported as `FrameError("bad_frame", ...)` rather than crossing FFI.
 
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use kefu_codec::{
@@ -181,6 +182,49 @@ fn type_name<'py>(py: Python<'py>, frame_type: FrameType) -> Bound<'py, PyString
     names[usize::from(frame_type.code())].bind(py).clone()
 }
 
+/// Keys longer than this are not cached (field names are short; long keys are rare and one-off).
+const KEY_CACHE_MAX_LEN: usize = 24;
+/// Slots in the per-thread key cache (direct-mapped, power of two).
+const KEY_CACHE_SLOTS: usize = 512;
+
+/// A cached key: its text (to confirm a slot hit) and the Python string to reuse.
+type CachedKey = (Box<str>, Py<PyString>);
+
+thread_local! {
+    /// Recently seen map keys as ready-made Python strings. Frames repeat the same few field names, and
+    /// reusing the `str` object skips its allocation, UTF-8 decoding and hashing (the hash is cached in
+    /// the object). Per thread, so no locking on free-threaded builds; direct-mapped, so a hostile
+    /// peer can only cause misses, never growth.
+    static KEY_CACHE: RefCell<Vec<Option<CachedKey>>> =
+        RefCell::new((0..KEY_CACHE_SLOTS).map(|_| None).collect());
+}
+
+fn cached_key<'py>(py: Python<'py>, key: &str) -> Bound<'py, PyString> {
+    if key.len() > KEY_CACHE_MAX_LEN {
+        return PyString::new(py, key);
+    }
+    // FNV-1a: cheap, and spreads short field names well enough over the slots.
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)
+    });
+    let slot = (hash as usize) & (KEY_CACHE_SLOTS - 1);
+    KEY_CACHE.with(|cache| {
+        // `try_borrow_mut`: a garbage-collector callback running Python code could re-enter decode on
+        // this thread while the cache is borrowed; such a nested call simply bypasses the cache.
+        let Ok(mut cache) = cache.try_borrow_mut() else {
+            return PyString::new(py, key);
+        };
+        match &cache[slot] {
+            Some((cached, object)) if **cached == *key => object.bind(py).clone(),
+            _ => {
+                let object = PyString::new(py, key);
+                cache[slot] = Some((key.into(), object.clone().unbind()));
+                object
+            }
+        }
+    })
+}
+
 /// Builds the Python frame dict straight from the kernel's parse.
 struct PyBuilder<'py> {
     py: Python<'py>,
@@ -234,7 +278,7 @@ impl<'py, 'de> Visitor<'de> for PyBuilder<'py> {
     ) -> Result<bool, Failure> {
         // A duplicate key overwrites instead of growing the dict: one length comparison detects it.
         let len_before = map.len();
-        map.set_item(PyString::new(self.py, key), value)?;
+        map.set_item(cached_key(self.py, key), value)?;
         Ok(map.len() > len_before)
     }
     fn map_end(&mut self, map: Self::Map) -> Result<Self::Value, Failure> {

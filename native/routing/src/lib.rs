@@ -365,7 +365,23 @@ pub fn score_candidates(
     Ok(outcome)
 }
 
+/// Smallest held depth that passes the skill filter: the first `d` with
+/// `d / query_depth >= min_skill_match`, found with the same float expression the reference twins
+/// evaluate per agent, so the integer comparison in the scan is exactly equivalent.
+fn minimum_skill_depth(query_depth: usize, min_skill_match: f64) -> u16 {
+    if query_depth == 0 {
+        return 0;
+    }
+    (0..=query_depth)
+        .find(|&depth| !(depth as f64 / query_depth as f64 < min_skill_match))
+        .map_or(u16::MAX, |depth| depth as u16)
+}
+
 /// The filter-and-score pass; every index has been validated by the caller.
+///
+/// The filters are evaluated without branches into a bit mask (bit = [`Exclusion`] code) and the
+/// first failing filter is its lowest set bit: the outcomes are data-dependent coin flips (status,
+/// language, capacity), and mispredicted branches, not memory, dominated the scan.
 fn scan(
     agents: &AgentColumns<'_>,
     scratch: &SkillScratch<'_>,
@@ -376,6 +392,9 @@ fn scan(
     let precision = f64::from(request.geo_precision);
     let query_depth = request.skill_path.len();
     let wants_skill = query_depth > 0;
+    let min_depth = minimum_skill_depth(query_depth, request.min_skill_match);
+    let any_site = request.site < 0;
+    let check_excluded = !request.excluded.is_empty();
     let mut top = TopK::new(request.top_k);
     let mut excluded_counts = [0u32; EXCLUSION_REASONS];
     let mut excluded_sample = Vec::with_capacity(request.excluded_sample.min(64));
@@ -385,27 +404,18 @@ fn scan(
         let i = candidate as usize;
         let load = agents.load[i];
         let capacity = agents.capacity[i];
-        let reason = if agents.status[i] != STATUS_ONLINE {
-            Some(Exclusion::NotOnline)
-        } else if request.site >= 0 && agents.site[i] != request.site {
-            Some(Exclusion::OtherSite)
-        } else if !request.excluded.is_empty() && request.excluded.binary_search(&candidate).is_ok() {
-            Some(Exclusion::Excluded)
-        } else if load >= capacity {
-            Some(Exclusion::AtCapacity)
-        } else if request.lang_bits != 0 && agents.lang[i] & request.lang_bits == 0 {
-            Some(Exclusion::Language)
-        } else if wants_skill
-            && f64::from(scratch.depth[i]) / (query_depth as f64) < request.min_skill_match
-        {
-            Some(Exclusion::Skill)
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            excluded_counts[reason as usize] += 1;
+        let excluded = check_excluded && request.excluded.binary_search(&candidate).is_ok();
+        let failed = u32::from(agents.status[i] != STATUS_ONLINE)
+            | u32::from(!any_site & (agents.site[i] != request.site)) << 1
+            | u32::from(excluded) << 2
+            | u32::from(load >= capacity) << 3
+            | u32::from((request.lang_bits != 0) & (agents.lang[i] & request.lang_bits == 0)) << 4
+            | u32::from(u16::from(scratch.depth[i]) < min_depth) << 5;
+        if failed != 0 {
+            let reason = failed.trailing_zeros() as usize;
+            excluded_counts[reason] += 1;
             if excluded_sample.len() < request.excluded_sample {
-                excluded_sample.push((candidate, reason));
+                excluded_sample.push((candidate, EXCLUSIONS[reason]));
             }
             continue;
         }
@@ -438,6 +448,16 @@ fn scan(
     }
     ScoreOutcome { top: top.items, excluded_counts, excluded_sample, eligible }
 }
+
+/// [`Exclusion`] by code, for turning a mask bit back into the enum.
+const EXCLUSIONS: [Exclusion; EXCLUSION_REASONS] = [
+    Exclusion::NotOnline,
+    Exclusion::OtherSite,
+    Exclusion::Excluded,
+    Exclusion::AtCapacity,
+    Exclusion::Language,
+    Exclusion::Skill,
+];
 
 #[cfg(test)]
 mod tests {
