@@ -404,7 +404,7 @@ impl MpmcQueue {
             "MpmcQueue(capacity={}, len={}, closed={})",
             self.ring.capacity(),
             self.ring.len(),
-            self.ring.is_closed()
+            if self.ring.is_closed() { "True" } else { "False" }
         )
     }
 }

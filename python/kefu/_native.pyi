@@ -79,6 +79,52 @@ def encode_frame(frame: dict[str, Any], limits: FrameLimits | None = None) -> by
 
 # --- MPMC queue ---
 
+class QueueFull(Exception):
+    """Raised by `MpmcQueue.put` when no space freed up before the timeout."""
+
+class QueueEmpty(Exception):
+    """Raised by `MpmcQueue.get`/`get_many` when no item arrived before the timeout."""
+
+class QueueClosed(Exception):
+    """Raised when putting into a closed `MpmcQueue`, or getting from one that is closed and drained."""
+
+class MpmcQueue:
+    """A bounded, thread-safe FIFO of Python objects (lock-free ring; native/queue).
+
+    Non-blocking calls never take a lock. Blocking calls release the GIL, spin briefly, then sleep,
+    and run signal handlers at least every 50 ms, so Ctrl-C interrupts them. Items are strong
+    references the cyclic GC does not traverse: do not put a queue into itself.
+    """
+
+    def __new__(cls, capacity: int) -> MpmcQueue:
+        """An empty queue holding at most `capacity` items; ValueError unless 1 <= capacity <= 2**24."""
+    def try_put(self, item: object) -> bool:
+        """Put `item` if there is space; return whether it was put. QueueClosed once closed."""
+    def try_get(self, default: object = None) -> object:
+        """The oldest item, or `default` if empty right now. QueueClosed once closed and drained."""
+    def put(self, item: object, timeout: float | None = None) -> None:
+        """Put `item`, waiting up to `timeout` s (None: forever). QueueFull on timeout, QueueClosed if closed."""
+    def get(self, timeout: float | None = None) -> object:
+        """The oldest item, waiting up to `timeout` s (None: forever).
+
+        QueueEmpty on timeout; QueueClosed once the queue is closed and drained.
+        """
+    def get_many(self, max_items: int, timeout: float | None = None) -> list[object]:
+        """Wait like `get` for one item, then take up to `max_items` in total without waiting again.
+
+        Oldest first. Meant for batch consumers such as a group-commit writer thread.
+        """
+    def close(self) -> None:
+        """Close: puts raise QueueClosed (blocked ones wake); gets drain what is left, then raise it."""
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` has been called."""
+    @property
+    def capacity(self) -> int:
+        """The maximum number of items, as given to the constructor."""
+    def __len__(self) -> int:
+        """The number of items inside: a snapshot other threads may change at once."""
+
 # --- routing scorer ---
 
 ROUTING_EXCLUSION_REASONS: int

@@ -8,6 +8,7 @@ installation's secret. There is one algorithm and no header to negotiate, so the
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -124,8 +125,14 @@ class TokenSigner:
 
 # OWASP password storage minimum for argon2id: m = 19 MiB, t = 2, p = 1.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
-# A real hash to verify against when the username does not exist, so timing does not reveal it.
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A real hash to verify against when the username does not exist, so timing does not reveal
+    it. Made on first use: hashing costs ~70 ms, which start-up should not pay."""
+    return _hasher.hash(secrets.token_hex(16))
 
 
 def hash_password(password: str) -> str:
@@ -134,7 +141,7 @@ def hash_password(password: str) -> str:
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

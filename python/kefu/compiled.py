@@ -28,6 +28,11 @@ HEADER_SIZE: int = _native.HEADER_SIZE
 
 # --- lock-free MPMC queue (native/queue) ----------------------------------------------------------
 
+MpmcQueue = _native.MpmcQueue
+QueueFull = _native.QueueFull
+QueueEmpty = _native.QueueEmpty
+QueueClosed = _native.QueueClosed
+
 # --- routing scorer (native/routing) --------------------------------------------------------------
 
 score_agents = _native.score_agents

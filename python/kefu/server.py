@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -47,6 +48,7 @@ def open_storage(config: Config) -> Storage:
     from kefu.storage.sqlite import SqliteStorage
 
     path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     return SqliteStorage(path, synchronous=config.sqlite_sync)  # type: ignore[arg-type]
 
 

@@ -373,7 +373,7 @@ fn minimum_skill_depth(query_depth: usize, min_skill_match: f64) -> u16 {
         return 0;
     }
     (0..=query_depth)
-        .find(|&depth| !(depth as f64 / query_depth as f64 < min_skill_match))
+        .find(|&depth| !((depth as f64) / (query_depth as f64) < min_skill_match))
         .map_or(u16::MAX, |depth| depth as u16)
 }
 
@@ -411,11 +411,15 @@ fn scan(
             | u32::from(load >= capacity) << 3
             | u32::from((request.lang_bits != 0) & (agents.lang[i] & request.lang_bits == 0)) << 4
             | u32::from(u16::from(scratch.depth[i]) < min_depth) << 5;
+        // Count the first failing reason into every counter branch-free (adding 0 or 1): an
+        // indexed `counts[reason] += 1` chains each iteration on the previous one's store.
+        let first_failed = failed & failed.wrapping_neg();
+        for (bit, count) in excluded_counts.iter_mut().enumerate() {
+            *count += (first_failed >> bit) & 1;
+        }
         if failed != 0 {
-            let reason = failed.trailing_zeros() as usize;
-            excluded_counts[reason] += 1;
             if excluded_sample.len() < request.excluded_sample {
-                excluded_sample.push((candidate, EXCLUSIONS[reason]));
+                excluded_sample.push((candidate, EXCLUSIONS[failed.trailing_zeros() as usize]));
             }
             continue;
         }

@@ -568,6 +568,8 @@ class Hub:
         for conn in tuple(self.subscribers.get(conv_id, ())):
             conn.subscriptions.discard(conv_id)
             self._drop_subscription(conn, conv_id)
+        if not runtime.pending and conv_id not in self.replaying:
+            self.convs.pop(conv_id, None)  # closed: reloaded from storage if someone resumes it
         await self._apply_all(self.router.conversation_closed(conv_id, time.time()))
 
     # --- routing outcomes -----------------------------------------------------------------------

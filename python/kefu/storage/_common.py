@@ -11,7 +11,16 @@ import re
 import secrets
 from typing import Any, Final
 
-from kefu.storage.base import Agent, Conversation, NewMessage, Site, StorageError, StoredMessage, Visitor
+from kefu.storage.base import (
+    Agent,
+    Conversation,
+    NewMessage,
+    NotFound,
+    Site,
+    StorageError,
+    StoredMessage,
+    Visitor,
+)
 
 VISITOR_ID_PATTERN: Final = re.compile(r"v_[A-Za-z0-9_-]{22}\Z")
 CONVERSATION_STATES: Final = frozenset({"queued", "assigned", "transferred", "closed"})
@@ -22,6 +31,7 @@ AGENT_UPDATABLE_FIELDS: Final = frozenset(
 # Upper bounds on list sizes: a caller's `limit` beyond them is served partially ("at most limit").
 MAX_LIST_LIMIT: Final = 1_000
 MAX_PAGE_LIMIT: Final = 10_000
+MAX_ID: Final = 2**63 - 1  # both databases store ids as signed 64-bit integers
 
 
 def new_visitor_id() -> str:
@@ -53,15 +63,27 @@ def load_json(text: str) -> Any:
 def check_storable_message(msg: NewMessage) -> str:
     """Validate what the database must accept and return the encoded `meta`.
 
-    PostgreSQL cannot store U+0000 in text or jsonb, so neither backend accepts it: the same input gets
-    the same answer everywhere (a ValueError, i.e. bad input, never `unavailable`)."""
+    Checked here, before the message joins a batch, because a value the driver cannot encode would
+    otherwise fail the whole batch. PostgreSQL cannot store U+0000 in text or jsonb, so neither backend
+    accepts it; lone surrogates (JSON allows "\\ud800") are not UTF-8. Either is a ValueError (bad
+    input, never `unavailable`), the same answer from both backends."""
+    if not 0 < msg.conv <= MAX_ID:
+        raise NotFound(f"conversation {msg.conv}")
     meta_json = dump_json(msg.meta) if msg.meta else "{}"
-    for value in (msg.cmid, msg.sender_id, msg.text, msg.kind, msg.sender_name or ""):
-        if "\x00" in value:
-            raise ValueError("message fields must not contain U+0000")
+    for value in (msg.cmid, msg.sender_id, msg.text, msg.kind, msg.sender_name or "", meta_json):
+        if "\x00" in value or (not value.isascii() and not _is_utf8_encodable(value)):
+            raise ValueError("message fields must be UTF-8 text without U+0000")
     if "\\u0000" in meta_json:
         raise ValueError("message meta must not contain U+0000")
     return meta_json
+
+
+def _is_utf8_encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_state(state: str) -> None:

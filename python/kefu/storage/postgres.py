@@ -528,15 +528,17 @@ class PostgresStorage(Storage):
         ordered = sorted(batch, key=lambda pending: pending[0].conv)
         try:
             rows = await self._run(lambda conn: conn.fetch(_APPEND_BATCH_SQL, *_batch_columns(ordered)))
-        except StorageError as exc:
-            if isinstance(exc.__cause__, _CONNECTION_ERRORS) or len(ordered) == 1:
-                for _, _, _, future in ordered:
-                    _settle(future, None, StorageError(str(exc)))
+        except Exception as exc:  # noqa: BLE001 - sorted out below; every caller gets an answer
+            cause = exc.__cause__ if isinstance(exc, StorageError) else exc
+            if len(ordered) > 1 and not isinstance(cause, _CONNECTION_ERRORS):
+                # The batch was refused for something in it: one message per transaction, so only the
+                # offending message fails.
+                for pending in ordered:
+                    await self._commit_batch([pending])
                 return
-            # The database refused something in the batch: one message per transaction, so only the
-            # offending message fails.
-            for pending in ordered:
-                await self._commit_batch([pending])
+            for _, _, _, future in ordered:
+                keep = len(ordered) == 1 and isinstance(exc, (StorageError, ValueError))
+                _settle(future, None, exc if keep else c.storage_error(cause or exc))
             return
         for (msg, _, _, future), (outcome, seq, ts) in zip(ordered, rows, strict=True):
             if outcome == _NO_CONVERSATION:
@@ -559,7 +561,7 @@ class PostgresStorage(Storage):
             "INSERT INTO read_marks(conv, participant_id, seq) "
             "SELECT id, $2, greatest(0, least($3::bigint, last_seq)) FROM conversations WHERE id = $1 "
             "ON CONFLICT (conv, participant_id) DO UPDATE SET seq = greatest(read_marks.seq, excluded.seq) "
-            "RETURNING seq", conv_id, participant_id, int(seq)))
+            "RETURNING seq", conv_id, participant_id, max(0, min(int(seq), c.MAX_ID))))
         if value is None:
             raise NotFound(f"conversation {conv_id}")
         return value

@@ -148,7 +148,7 @@ WriteOp = Callable[[sqlite3.Connection], Any]
 
 
 class _BatchPoisoned(Exception):
-    """An append hit an unexpected database error after writing: replay the batch item by item."""
+    """An append failed unexpectedly, perhaps after writing: replay the batch item by item."""
 
 
 class SqliteStorage(Storage):
@@ -381,7 +381,7 @@ class SqliteStorage(Storage):
                     end += 1
                 try:
                     _append_run(cursor, items[index:end], outcomes)
-                except sqlite3.Error as exc:
+                except Exception as exc:
                     raise _BatchPoisoned from exc
                 index = end
                 continue
@@ -690,7 +690,7 @@ class SqliteStorage(Storage):
                 "INSERT INTO read_marks(conv, participant_id, seq) "
                 "SELECT id, ?, max(0, min(?, last_seq)) FROM conversations WHERE id = ? "
                 "ON CONFLICT(conv, participant_id) DO UPDATE SET seq = max(seq, excluded.seq) RETURNING seq",
-                (participant_id, int(seq), conv_id)).fetchone()
+                (participant_id, max(0, min(int(seq), c.MAX_ID)), conv_id)).fetchone()
             if row is None:
                 raise NotFound(f"conversation {conv_id}")
             return row[0]

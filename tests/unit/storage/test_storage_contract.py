@@ -217,11 +217,14 @@ async def test_unknown_conversation_fails_alone(storage: Storage) -> None:
     conversations = await make_conversations(storage, 2)
     missing = NewMessage(conv=999_999, cmid="lost", sender_id="v_x", sender_role="visitor", sender_name=None,
                          text="nobody")
+    out_of_range = NewMessage(conv=2**70, cmid="huge", sender_id="v_x", sender_role="visitor", sender_name=None,
+                              text="nobody")
     sends = [message(conversations[i % 2], f"m{i}") for i in range(20)]
     sends.insert(7, missing)
+    sends.insert(12, out_of_range)
     results = await asyncio.gather(*(storage.append_message(m) for m in sends), return_exceptions=True)
-    assert isinstance(results[7], NotFound)
-    ok = [r for i, r in enumerate(results) if i != 7]
+    assert isinstance(results[7], NotFound) and isinstance(results[12], NotFound)
+    ok = [r for i, r in enumerate(results) if i not in (7, 12)]
     assert all(isinstance(r, AppendResult) and r.created for r in ok)
     for conv in conversations:
         assert [m.seq for m in await storage.messages_after(conv.id, 0, 100)] == list(range(1, 11))
@@ -246,15 +249,22 @@ async def test_messages_after_pages_in_seq_order_and_round_trips_fields(storage:
     assert await storage.messages_after(conv.id, 25, 10) == []
 
 
-async def test_nul_characters_are_refused_as_bad_input(storage: Storage) -> None:
+async def test_unstorable_text_is_refused_as_bad_input_without_failing_others(storage: Storage) -> None:
     (conv,) = await make_conversations(storage, 1)
-    with pytest.raises(ValueError):
-        await storage.append_message(message(conv, "nul", text="a\x00b"))
-    with pytest.raises(ValueError):
-        await storage.append_message(NewMessage(conv=conv.id, cmid="m", sender_id=conv.visitor_id,
-                                                sender_role="visitor", sender_name=None, text="t",
-                                                meta={"k": "\x00"}))
-    assert await storage.messages_after(conv.id, 0, 10) == []
+    bad = [
+        message(conv, "nul", text="a\x00b"),
+        message(conv, "surrogate", text="a\ud800b"),  # what json.loads('"\\ud800"') produces
+        message(conv, "bad\udfff-cmid"),
+        NewMessage(conv=conv.id, cmid="m1", sender_id=conv.visitor_id, sender_role="visitor", sender_name=None,
+                   text="t", meta={"k": "\x00"}),
+        NewMessage(conv=conv.id, cmid="m2", sender_id=conv.visitor_id, sender_role="visitor", sender_name=None,
+                   text="t", meta={"k": ["\ud800"]}),
+    ]
+    good = [message(conv, f"ok{i}", text="fine ✓") for i in range(5)]
+    results = await asyncio.gather(*(storage.append_message(m) for m in [*bad, *good]), return_exceptions=True)
+    assert all(isinstance(r, ValueError) for r in results[: len(bad)])
+    assert [r.seq for r in results[len(bad):]] == [1, 2, 3, 4, 5]
+    assert [m.cmid for m in await storage.messages_after(conv.id, 0, 10)] == [m.cmid for m in good]
 
 
 # --- conversations -------------------------------------------------------------------------------
@@ -321,6 +331,7 @@ async def test_read_marks_only_rise_and_stay_within_the_conversation(storage: St
     assert await storage.set_read_mark(conv.id, "a_1", 2) == 3
     assert await storage.set_read_mark(conv.id, "a_1", 2**53) == 5  # clamped to last_seq
     assert await storage.set_read_mark(conv.id, conv.visitor_id, -4) == 0
+    assert await storage.set_read_mark(conv.id, conv.visitor_id, 2**70) == 5
     with pytest.raises(NotFound):
         await storage.set_read_mark(999_999, "a_1", 1)
 
