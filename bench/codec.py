@@ -11,6 +11,7 @@ Bounded: each of the 12 cases runs for `--seconds-per-case` (default 1.5 s, ~20 
 from __future__ import annotations
 
 import argparse
+import os
 import struct
 import subprocess
 import time
@@ -143,7 +144,9 @@ def main() -> None:
         f"- CPU: {info['cpu_model']} ({info['cores']} cores), {info['memory_gib']} GiB, Linux {info['kernel']}",
         f"- Python {info['python']}, {_tool_version(['rustc', '--version'])}, "
         + ", ".join(f"{package} {version}" for package, version in info["versions"].items()),  # type: ignore[attr-defined]
-        f"- Date (UTC): {info['date_utc']}",
+        f"- Date (UTC): {info['date_utc']}; load average at the end of the run: "
+        + " / ".join(f"{load:.2f}" for load in os.getloadavg())
+        + " (rates are noisy when this exceeds the core count)",
         "",
     ]
     for frame_name, frame in FRAMES.items():

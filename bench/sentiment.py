@@ -20,15 +20,37 @@ import numpy as np
 from bench.common import machine_info, write_report
 
 MESSAGES = [
-    "你好，我的订单什么时候发货？", "请问怎么修改收货地址？", "麻烦帮我查一下订单号", "退款太慢了，等了一个星期了！",
-    "这是什么垃圾服务，我要投诉", "谢谢，问题解决了", "客服态度很好，非常满意", "东西坏了，怎么退货？",
-    "能开发票吗？", "太失望了，再也不买了", "好的，收到", "快递员把包裹弄丢了，你们负责吗？",
-    "质量很好，下次还来", "为什么一直没人回复？？", "请问有优惠券吗", "我已经说了三遍了，到底能不能解决",
-    "Hi, where is my order?", "How do I change my shipping address?", "Thanks, that fixed it!",
-    "This is ridiculous, I've been waiting for two weeks.", "Can I get an invoice for order 12345?",
-    "Your support is useless.", "Great, thank you so much!", "The item arrived broken, I want a refund now.",
-    "Is there a discount code?", "I'm very disappointed with this service.", "ok", "Why is nobody answering??",
-    "Love the product, works perfectly.", "Cancel my subscription immediately.", "Could you check my account?",
+    "你好，我的订单什么时候发货？",
+    "请问怎么修改收货地址？",
+    "麻烦帮我查一下订单号",
+    "退款太慢了，等了一个星期了！",
+    "这是什么垃圾服务，我要投诉",
+    "谢谢，问题解决了",
+    "客服态度很好，非常满意",
+    "东西坏了，怎么退货？",
+    "能开发票吗？",
+    "太失望了，再也不买了",
+    "好的，收到",
+    "快递员把包裹弄丢了，你们负责吗？",
+    "质量很好，下次还来",
+    "为什么一直没人回复？？",
+    "请问有优惠券吗",
+    "我已经说了三遍了，到底能不能解决",
+    "Hi, where is my order?",
+    "How do I change my shipping address?",
+    "Thanks, that fixed it!",
+    "This is ridiculous, I've been waiting for two weeks.",
+    "Can I get an invoice for order 12345?",
+    "Your support is useless.",
+    "Great, thank you so much!",
+    "The item arrived broken, I want a refund now.",
+    "Is there a discount code?",
+    "I'm very disappointed with this service.",
+    "ok",
+    "Why is nobody answering??",
+    "Love the product, works perfectly.",
+    "Cancel my subscription immediately.",
+    "Could you check my account?",
     "Worst customer service ever!!!",
 ]
 BLOCK_SECONDS = 2.0
@@ -112,7 +134,7 @@ def main() -> None:
         ids, mask = native.featurize_batch(batch)
         for label, function in (
             ("featurize_batch (native)", lambda texts: native.featurize_batch(texts)),
-            ("session.run", lambda _texts: session.run(["p_neg"], {"ids": ids, "mask": mask})),
+            ("session.run", lambda _texts, feed={"ids": ids, "mask": mask}: session.run(["p_neg"], feed)),
             ("predict_batch (total)", model.predict_batch),
         ):
             print(f"  batch {batch_size}: {label}...", flush=True)
@@ -126,14 +148,18 @@ def main() -> None:
     lines = [
         "# Sentiment model: load, latency, throughput",
         "",
-        f"Machine: {info['cpu_model']}, {info['cores']} cores, {info['memory_gib']} GiB, kernel {info['kernel']}, "
-        f"Python {info['python']}; {', '.join(f'{k} {v}' for k, v in sorted(versions.items()))}. "
-        f"Run {info['date_utc']} UTC. Command: `python -m bench.sentiment`.",
+        (
+            f"Machine: {info['cpu_model']}, {info['cores']} cores, {info['memory_gib']} GiB, kernel {info['kernel']}, "
+            f"Python {info['python']}; {', '.join(f'{k} {v}' for k, v in sorted(versions.items()))}. "
+            f"Run {info['date_utc']} UTC. Command: `python -m bench.sentiment`."
+        ),
         "",
-        f"Model: bundled `sentiment.onnx` ({model.featurizer_version}), one session, intra_op=1, inter_op=1. "
-        f"Messages: {len(MESSAGES)} chat lines (16 zh, 16 en), median {median_chars} characters, "
-        f"{median_ids} ids. Timer: perf_counter_ns per call, gc off, {BLOCK_SECONDS:g} s per block. "
-        "Other jobs may share this machine: compare rows of one run, not runs.",
+        (
+            f"Model: bundled `sentiment.onnx` ({model.featurizer_version}), one session, intra_op=1, inter_op=1. "
+            f"Messages: {len(MESSAGES)} chat lines (16 zh, 16 en), median {median_chars} characters, "
+            f"{median_ids} ids. Timer: perf_counter_ns per call, gc off, {BLOCK_SECONDS:g} s per block. "
+            "Other jobs may share this machine: compare rows of one run, not runs."
+        ),
         "",
         "## Cold start (fresh process, median of 5)",
         "",

@@ -180,8 +180,17 @@ async def bench_postgres(dsn: str, seconds: float) -> tuple[list[Measurement], s
     return results, version
 
 
+def load_average() -> str:
+    """The 1-minute load average: other work on the machine skews every number, so say how much."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as loadavg:
+            return loadavg.read().split()[0]
+    except OSError:
+        return "unknown"
+
+
 def report(results: list[Measurement], baseline: Measurement, pg_version: str | None, pg_note: str,
-           seconds: float) -> str:
+           seconds: float, loads: tuple[str, str]) -> str:
     info = machine_info()
     versions = dict(info["versions"])  # type: ignore[arg-type]
     versions["sqlite"] = sqlite3.sqlite_version
@@ -202,7 +211,9 @@ def report(results: list[Measurement], baseline: Measurement, pg_version: str | 
         (
             f"Machine: {info['cpu_model']}, {info['cores']} cores, {info['memory_gib']} GiB, "
             f"Linux {info['kernel']}, Python {info['python']}, measured {info['date_utc']} UTC. Database files "
-            "on the machine's local disk (tempfile directory); PostgreSQL on the same machine over TCP loopback."
+            "on the machine's local disk (tempfile directory); PostgreSQL on the same machine over TCP loopback. "
+            f"1-minute load average at start / end: {loads[0]} / {loads[1]} (on {info['cores']} cores; "
+            "anything above ~1 means other jobs shared the CPUs and the numbers are lower bounds)."
         ),
         "",
         "Versions: " + ", ".join(f"{name} {version}" for name, version in sorted(versions.items())),
@@ -234,6 +245,7 @@ def report(results: list[Measurement], baseline: Measurement, pg_version: str | 
 
 
 async def main(seconds: float, pg_dsn: str) -> None:
+    load_at_start = load_average()
     results: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="kefu-bench-storage-") as workdir:
         for synchronous in ("FULL", "NORMAL"):
@@ -249,7 +261,8 @@ async def main(seconds: float, pg_dsn: str) -> None:
     except (OSError, asyncpg.PostgresError) as exc:
         pg_note = f"PostgreSQL at {pg_dsn} was not measured: {exc}"
         print("  " + pg_note, flush=True)
-    path = write_report("storage", report(results, baseline, pg_version, pg_note, seconds))
+    markdown = report(results, baseline, pg_version, pg_note, seconds, (load_at_start, load_average()))
+    path = write_report("storage", markdown)
     print(f"wrote {path}")
 
 

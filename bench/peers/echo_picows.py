@@ -10,7 +10,6 @@ Run: python -m bench.peers.echo_picows --port 8093
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 import uvloop
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server

@@ -9,7 +9,15 @@ from __future__ import annotations
 import time
 
 from bench.report import ScenarioReport
-from bench.scenarios.measure import CHAT_SIZES, Measured, Profile, latency_columns, loadgen_health, log, measured_run
+from bench.scenarios.measure import (
+    CHAT_SIZES,
+    Measured,
+    Profile,
+    latency_columns,
+    loadgen_health,
+    log,
+    measured_run,
+)
 from bench.scenarios.targets import Target
 
 NAME = "chat"
@@ -69,6 +77,7 @@ def _row(target: Target, measured: Measured, offered: float | None, label: str |
         "server_us_per_msg": measured.server_cpu_seconds / sent * 1e6 if sent else None,
         "client_cores": measured.client_cores,
         "other_cores": measured.other_cores,
+        "server_processes": len([p for p in target.processes() if p.name() != "taskset"]),
         **latency_columns("ack", ack),
         **latency_columns("delivery", delivery),
         **loadgen_health(load),
@@ -111,6 +120,10 @@ def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
                 saturation_rows.append(row)
         finally:
             target.stop()
+    two_core_processes = {row["server_processes"] for row in rate_rows if row["target"] == "kefu-2c"}
+    if two_core_processes == {1}:
+        report.notes.append("kefu-2c ran as ONE server process (WORKERS is not acted on yet), so it could use "
+                            "at most one core for Python work; the 2-core target needs worker processes.")
     go = next((row for row in saturation_rows if row["target"] == "go-hub"), None)
     for row in saturation_rows:
         row["ratio_vs_go"] = row["per_core"] / go["per_core"] if go and go["per_core"] else None

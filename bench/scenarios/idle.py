@@ -5,6 +5,7 @@ Run alone: python -m bench.scenarios.idle --quick
 
 from __future__ import annotations
 
+import functools
 import time
 
 from bench.loadgen.driver import MAX_CONNS_PER_PROCESS
@@ -46,6 +47,16 @@ def slab_bytes() -> int:
     return 0
 
 
+def _sample_while_held(target: Target, sample: dict[str, float]) -> None:
+    """With every connection open: settle, then sample memory and idle CPU."""
+    time.sleep(SETTLE_SECONDS)
+    sample["rss"] = target.rss_bytes()
+    sample["slab"] = slab_bytes()
+    before = target.cpu_seconds()
+    time.sleep(IDLE_CPU_SECONDS)
+    sample["idle_cpu"] = (target.cpu_seconds() - before) / IDLE_CPU_SECONDS
+
+
 def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
     report = ScenarioReport(NAME, "Idle connections: memory per connection",
                             METHOD.format(connections=profile.idle_connections, per_process=MAX_CONNS_PER_PROCESS,
@@ -67,18 +78,10 @@ def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
             baseline_rss = target.rss_bytes()
             baseline_slab = slab_bytes()
             sample: dict[str, float] = {}
-
-            def hold() -> None:
-                time.sleep(SETTLE_SECONDS)
-                sample["rss"] = target.rss_bytes()
-                sample["slab"] = slab_bytes()
-                before = target.cpu_seconds()
-                time.sleep(IDLE_CPU_SECONDS)
-                sample["idle_cpu"] = (target.cpu_seconds() - before) / IDLE_CPU_SECONDS
-
             measured = measured_run(target, lines, "idle",
                                     ["--inflight", "200", "--sources", "8", "--hold", "600", "--quiet"],
-                                    on_connected=hold, stop_after_connected=True)
+                                    on_connected=functools.partial(_sample_while_held, target, sample),
+                                    stop_after_connected=True)
             open_count = measured.load.counters.get("conns", 0) - measured.load.counters.get("connect_failed", 0)
             rows.append({
                 "target": target.name, "requested": requested, "open": open_count,

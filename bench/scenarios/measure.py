@@ -46,11 +46,11 @@ PROFILES = {
                      supervised=10, supervised_rates=(200,), idle_connections=50, storm_connections=50,
                      cold_start_runs=1, ceiling_connections=10, kefu_two_core_rates=()),
     "quick": Profile("quick", pairs=100, rates=(1_000, 5_000, 10_000), warmup=1.0, duration=4.0, drain=3.0,
-                     saturation_window=1, supervised=1_000, supervised_rates=(2_000,),
+                     saturation_window=1, supervised=200, supervised_rates=(2_000,),
                      idle_connections=10_000, storm_connections=10_000, cold_start_runs=3,
                      ceiling_connections=100, kefu_two_core_rates=(10_000,)),
     "full": Profile("full", pairs=500, rates=(1_000, 2_000, 5_000, 10_000, 20_000, 40_000), warmup=2.0,
-                    duration=10.0, drain=5.0, saturation_window=1, supervised=5_000,
+                    duration=10.0, drain=5.0, saturation_window=1, supervised=200,
                     supervised_rates=(2_000, 10_000), idle_connections=100_000, storm_connections=50_000,
                     cold_start_runs=5, ceiling_connections=100, kefu_two_core_rates=(5_000, 10_000, 20_000)),
 }

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+from websockets.asyncio.client import ClientConnection, connect
 
 from bench.loadgen.driver import BUILD_DIR, SpecLine, pin_prefix
 
@@ -404,6 +405,13 @@ class KefuTarget(Target):
                                             "name": username, "capacity": capacity}, admin_token)
         return self._login(username)
 
+    def _visitors(self, count: int) -> list[dict]:
+        """Create `count` visitor sessions, a few HTTP calls at a time."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(pool.map(self._visitor, range(count)))
+
     def _visitor(self, index: int) -> dict:
         return self._post("/api/v1/visitor/session", {"site": self.site_key, "name": f"visitor {index}",
                                                       "lang": "en"})
@@ -417,7 +425,7 @@ class KefuTarget(Target):
     def chat_pairs(self, pairs: int) -> list[SpecLine]:
         admin = self._login("bench-admin")
         agents = [self._create_agent(admin["token"], f"agent{i}", capacity=1) for i in range(pairs)]
-        visitors = [self._visitor(i) for i in range(pairs)]
+        visitors = self._visitors(pairs)
         assignments = asyncio.run(_open_conversations(self.ws_url, agents, visitors))
         lines: list[SpecLine] = []
         for visitor, (conv, agent) in zip(visitors, assignments, strict=True):
@@ -428,7 +436,7 @@ class KefuTarget(Target):
     def supervised(self, conversations: int) -> list[SpecLine]:
         admin = self._login("bench-admin")
         supervisor = self._create_agent(admin["token"], "supervisor", capacity=conversations)
-        visitors = [self._visitor(i) for i in range(conversations)]
+        visitors = self._visitors(conversations)
         assignments = asyncio.run(_open_conversations(self.ws_url, [supervisor], visitors))
         lines = [self._line("R", supervisor["token"], 0)]
         lines += [self._line("S", visitor["token"], conv)
@@ -438,18 +446,19 @@ class KefuTarget(Target):
     def idle(self, connections: int) -> list[SpecLine]:
         # Sessions cost an HTTP call each; a pool of visitors, each holding several connections (tabs),
         # keeps setup short without changing what an idle socket costs the server.
-        pool = [self._visitor(i) for i in range(min(connections, IDLE_VISITOR_POOL))]
+        pool = self._visitors(min(connections, IDLE_VISITOR_POOL))
         return [self._line("R", pool[i % len(pool)]["token"], 0) for i in range(connections)]
 
 
 IDLE_VISITOR_POOL = 500
+SETUP_CONCURRENCY = 32
 
 
-async def _recv_json(connection, timeout: float) -> dict:  # noqa: ANN001 - websockets connection
+async def _recv_json(connection: ClientConnection, timeout: float) -> dict:
     return json.loads(await asyncio.wait_for(connection.recv(), timeout))
 
 
-async def _hello(connection) -> None:  # noqa: ANN001
+async def _hello(connection: ClientConnection) -> None:
     await connection.send(json.dumps({"t": "hello"}))
     while (await _recv_json(connection, 10))["t"] != "welcome":
         pass
@@ -461,8 +470,6 @@ async def _open_conversations(ws_url: str, agents: list[dict], visitors: list[di
     Returns (conversation id, agent) per visitor. Uses the `websockets` client: a second client
     implementation, so setup also checks that Kefu speaks the protocol to a stock client.
     """
-    from websockets.asyncio.client import connect
-
     subprotocols = ["kefu.json.v1"]
     agent_connections = []
     for agent in agents:
@@ -471,7 +478,6 @@ async def _open_conversations(ws_url: str, agents: list[dict], visitors: list[di
         await _hello(connection)
         agent_connections.append(connection)
     assigned: dict[int, asyncio.Future[int]] = {}
-    waiting: asyncio.Queue[int] = asyncio.Queue()
 
     async def agent_reader(index: int) -> None:
         connection = agent_connections[index]
@@ -482,29 +488,31 @@ async def _open_conversations(ws_url: str, agents: list[dict], visitors: list[di
                 future = assigned.setdefault(frame["conv"], asyncio.get_running_loop().create_future())
                 if not future.done():
                     future.set_result(index)
-                waiting.put_nowait(frame["conv"])
 
     readers = [asyncio.create_task(agent_reader(i)) for i in range(len(agent_connections))]
-    results: list[tuple[int, dict]] = []
+    limit = asyncio.Semaphore(SETUP_CONCURRENCY)
+
+    async def open_one(visitor: dict) -> tuple[int, dict]:
+        async with limit, connect(f"{ws_url}?token={visitor['token']}", subprotocols=subprotocols,
+                                  origin=KEFU_ORIGIN, compression=None) as connection:
+            await _hello(connection)
+            await connection.send(json.dumps({"t": "open", "text": "hello"}))
+            while True:
+                frame = await _recv_json(connection, 30)
+                if frame["t"] == "conv":
+                    conv = frame["conv"]
+                    break
+                if frame["t"] == "error":
+                    raise ServerError(f"open failed: {frame}")
+            future = assigned.setdefault(conv, asyncio.get_running_loop().create_future())
+            try:
+                agent_index = await asyncio.wait_for(future, 30)
+            except TimeoutError as error:
+                raise ServerError(f"conversation {conv} was not assigned to an agent within 30 s") from error
+            return conv, agents[agent_index]
+
     try:
-        for visitor in visitors:
-            async with connect(f"{ws_url}?token={visitor['token']}", subprotocols=subprotocols,
-                               origin=KEFU_ORIGIN, compression=None) as connection:
-                await _hello(connection)
-                await connection.send(json.dumps({"t": "open", "text": "hello"}))
-                while True:
-                    frame = await _recv_json(connection, 10)
-                    if frame["t"] == "conv":
-                        conv = frame["conv"]
-                        break
-                    if frame["t"] == "error":
-                        raise ServerError(f"open failed: {frame}")
-                future = assigned.setdefault(conv, asyncio.get_running_loop().create_future())
-                try:
-                    agent_index = await asyncio.wait_for(future, 15)
-                except TimeoutError as error:
-                    raise ServerError(f"conversation {conv} was not assigned to an agent within 15 s") from error
-                results.append((conv, agents[agent_index]))
+        results = list(await asyncio.gather(*(open_one(visitor) for visitor in visitors)))
         await asyncio.sleep(0.2)  # let the last accepts land before the agents disconnect
     finally:
         for reader in readers:

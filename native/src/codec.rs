@@ -41,6 +41,7 @@ fn frame_error_code(error: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     frame_error_arg(error, 0)
 }
 
+/// `FrameError.message` (see `frame_error_code`).
 #[pyfunction]
 fn frame_error_message(error: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     frame_error_arg(error, 1)
@@ -317,7 +318,12 @@ fn decode_frame<'py>(
         return decode(bytes.as_bytes());
     }
     // bytearray / memoryview: their memory can change under us, so copy, but only what the limit allows.
-    let buffer = PyBuffer::<u8>::get(data)?;
+    let buffer = PyBuffer::<u8>::get(data).map_err(|_| {
+        PyTypeError::new_err(format!(
+            "data must be a buffer of bytes (format B or c), not {}",
+            type_label(data)
+        ))
+    })?;
     if buffer.len_bytes() > limits.max_frame_size {
         return Err(FrameError::new_err((
             "too_large",

@@ -359,15 +359,16 @@ impl MpmcQueue {
     fn get_many<'py>(
         &self,
         py: Python<'py>,
-        max_items: usize,
+        max_items: i64,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyList>> {
-        if max_items == 0 {
+        if max_items < 1 {
             return Err(PyValueError::new_err("max_items must be at least 1"));
         }
         let first = self.get_one(py, timeout)?;
         let batch = PyList::new(py, [first])?;
-        for _ in 1..max_items {
+        // Never more than the ring holds, so the loop is bounded whatever `max_items` says.
+        for _ in 1..max_items.min(self.ring.capacity() as i64) {
             let Some(item) = self.pop() else { break };
             batch.append(item)?;
         }

@@ -123,8 +123,10 @@ fn score_agents(
         top_k,
         excluded_sample,
     };
-    // The numpy borrows above stay held (Python cannot resize or write the arrays through another
-    // borrow) while the scan runs without the GIL.
+    // The numpy borrows above stay held while the scan runs without the GIL: no other Rust borrow
+    // can write these arrays meanwhile (a second call sharing the scratch fails to borrow it), and
+    // Python cannot resize an array that is referenced. Plain Python writes from another thread
+    // would still race; the engine that owns the arrays is single-threaded.
     let outcome = py
         .detach(|| score_candidates(&agents, &skills, &mut scratch, candidates, &request, &weights))
         .map_err(routing_error)?;

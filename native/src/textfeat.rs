@@ -48,12 +48,20 @@ impl PyFeaturizer {
     }
 
     /// Ids and mask for a list of texts, padded to the longest row.
-    fn featurize_batch<'py>(&self, py: Python<'py>, texts: Vec<Bound<'py, PyString>>) -> Batch<'py> {
+    fn featurize_batch<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<Bound<'py, PyString>>,
+    ) -> Batch<'py> {
         featurize_many(py, &self.kernel, &texts)
     }
 
     fn __repr__(&self) -> String {
-        format!("Featurizer(bits={}, lexicon_size={})", self.kernel.bits(), self.kernel.lexicon_len())
+        format!(
+            "Featurizer(bits={}, lexicon_size={})",
+            self.kernel.bits(),
+            self.kernel.lexicon_len()
+        )
     }
 }
 
@@ -67,12 +75,17 @@ fn featurize<'py>(text: &Bound<'py, PyString>, bits: u32) -> PyResult<Bound<'py,
 /// Ids `(B, L)` int64 and mask `(B, L)` float32 for a list of texts, without a lexicon.
 #[pyfunction]
 #[pyo3(signature = (texts, bits = DEFAULT_BITS))]
-fn featurize_batch<'py>(py: Python<'py>, texts: Vec<Bound<'py, PyString>>, bits: u32) -> PyResult<Batch<'py>> {
+fn featurize_batch<'py>(
+    py: Python<'py>,
+    texts: Vec<Bound<'py, PyString>>,
+    bits: u32,
+) -> PyResult<Batch<'py>> {
     Ok(featurize_many(py, &plain_kernel(bits)?, &texts))
 }
 
 fn plain_kernel(bits: u32) -> PyResult<Kernel> {
-    Kernel::new(bits, std::iter::empty::<(String, i64)>()).map_err(|error| PyValueError::new_err(error.to_string()))
+    Kernel::new(bits, std::iter::empty::<(String, i64)>())
+        .map_err(|error| PyValueError::new_err(error.to_string()))
 }
 
 /// The text as UTF-8. A Python `str` may hold lone surrogates, which UTF-8 cannot: the contract
@@ -83,11 +96,19 @@ fn utf8_of<'a>(text: &'a Bound<'_, PyString>) -> Cow<'a, str> {
 
 fn featurize_one<'py>(kernel: &Kernel, text: &Bound<'py, PyString>) -> Bound<'py, PyArray1<i64>> {
     let mut scratch = Scratch::default();
-    let ids: Vec<i64> = kernel.featurize_with(&utf8_of(text), &mut scratch).iter().map(|&id| i64::from(id)).collect();
+    let ids: Vec<i64> = kernel
+        .featurize_with(&utf8_of(text), &mut scratch)
+        .iter()
+        .map(|&id| i64::from(id))
+        .collect();
     ids.into_pyarray(text.py())
 }
 
-fn featurize_many<'py>(py: Python<'py>, kernel: &Kernel, texts: &[Bound<'py, PyString>]) -> Batch<'py> {
+fn featurize_many<'py>(
+    py: Python<'py>,
+    kernel: &Kernel,
+    texts: &[Bound<'py, PyString>],
+) -> Batch<'py> {
     let owned: Vec<Cow<'_, str>> = texts.iter().map(utf8_of).collect();
     let strs: Vec<&str> = owned.iter().map(|text| text.as_ref()).collect();
     let (ids, mask) = py.detach(|| pad(kernel, &strs));
@@ -96,7 +117,10 @@ fn featurize_many<'py>(py: Python<'py>, kernel: &Kernel, texts: &[Bound<'py, PyS
 
 fn pad(kernel: &Kernel, texts: &[&str]) -> (Array2<i64>, Array2<f32>) {
     let mut scratch = Scratch::default();
-    let rows: Vec<Vec<u32>> = texts.iter().map(|text| kernel.featurize_with(text, &mut scratch).to_vec()).collect();
+    let rows: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|text| kernel.featurize_with(text, &mut scratch).to_vec())
+        .collect();
     let width = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut ids = Array2::<i64>::zeros((rows.len(), width));
     let mut mask = Array2::<f32>::zeros((rows.len(), width));

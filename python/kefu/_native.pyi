@@ -1,7 +1,7 @@
 """Type stubs for the compiled `kefu._native` module (native/src). Import it only via `kefu.compiled`."""
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,6 +25,7 @@ class FrameError(ValueError):
     def message(self) -> str:
         """What exactly was wrong (for logs; not part of the protocol)."""
 
+@final
 class FrameLimits:
     """Immutable bounds applied by `decode_frame` and `encode_frame` (the same value for both).
 
@@ -33,13 +34,13 @@ class FrameLimits:
     `max_str_len` bounds str, bin and key lengths in bytes. Invalid values raise `ValueError`.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         max_frame_size: int = 65536,
         max_depth: int = 8,
         max_container_len: int = 1024,
         max_str_len: int = 65536,
-    ) -> None: ...
+    ) -> FrameLimits: ...
     @property
     def max_frame_size(self) -> int: ...
     @property
@@ -48,7 +49,7 @@ class FrameLimits:
     def max_container_len(self) -> int: ...
     @property
     def max_str_len(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 FRAME_TYPES: dict[str, int]
@@ -62,7 +63,8 @@ def decode_frame(data: bytes | bytearray | memoryview, limits: FrameLimits | Non
 
     `conv` / `seq` come from the header and are present only when non-zero. Values are None, bool,
     int, float (finite), str, bytes, list and dict (str keys). Raises `FrameError` for any malformed or
-    oversized frame, `TypeError` if `data` is not bytes-like. Never allocates from a declared length
+    oversized frame, `TypeError` if `data` is not bytes, bytearray or a buffer of
+    unsigned bytes (format B or c). Never allocates from a declared length
     before checking it against the bytes present and `limits`.
     """
 
@@ -88,6 +90,7 @@ class QueueEmpty(Exception):
 class QueueClosed(Exception):
     """Raised when putting into a closed `MpmcQueue`, or getting from one that is closed and drained."""
 
+@final
 class MpmcQueue:
     """A bounded, thread-safe FIFO of Python objects (lock-free ring; native/queue).
 

@@ -8,8 +8,10 @@ for every refused input. The two decoders report the first problem met in the sa
 
 from __future__ import annotations
 
+import array
 import math
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -139,8 +141,10 @@ def test_frame_limits(codec: Any) -> None:
 
 
 def test_decode_rejects_non_bytes(codec: Any) -> None:
-    with pytest.raises(TypeError):
-        codec.decode_frame("not bytes")
+    for data in ("not bytes", 24, None, array.array("i", [0] * 6)):
+        with pytest.raises(TypeError):
+            codec.decode_frame(data)
+    assert codec.decode_frame(array.array("B", HEADER.pack(1, 15, 1, 0, 0, 0))) == {"t": "ping"}
 
 
 # --- round trips and canonical encoding --------------------------------------------------------------
@@ -185,6 +189,31 @@ def test_non_canonical_input_decodes_to_the_same_values() -> None:
     body = bytes.fromhex("de0004a161cf0000000000000005a162ca3fc00000a163da00026869a164c600000001" + "7a")
     outcome_both = both("decode_frame", frame_bytes(body))
     assert outcome_both == ("ok", strict({"t": "msg", "a": 5, "b": 1.5, "c": "hi", "d": b"z"}))
+
+
+def test_many_distinct_keys_decode_correctly() -> None:
+    # The native decoder reuses key strings through a small per-thread cache: exercise misses,
+    # evictions, slot collisions and long (uncached) keys, then the same keys again as hits.
+    for _ in range(2):
+        for start in range(0, 3000, 100):
+            frame = {
+                "t": "send",
+                **{f"k{index}" + "x" * (index % 40): index for index in range(start, start + 100)},
+            }
+            assert compiled.decode_frame(compiled.encode_frame(frame)) == frame
+
+
+def test_decoding_from_several_threads() -> None:
+    frames = [
+        {"t": "msg", "seq": worker + 1, f"field{worker}": "x" * worker, "text": "hi"} for worker in range(4)
+    ]
+
+    def work(frame: dict[str, Any]) -> bool:
+        encoded = compiled.encode_frame(frame)
+        return all(compiled.decode_frame(encoded) == frame for _ in range(2000))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(work, frames))
 
 
 # --- refusals ----------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from kefu import compiled
 from kefu.reference import queue as reference
 
@@ -121,8 +123,19 @@ def test_get_many_takes_what_is_there_up_to_max(impl: SimpleNamespace) -> None:
         queue.put(item)
     assert queue.get_many(3) == [0, 1, 2]
     assert queue.get_many(10, timeout=0) == [3, 4, 5, 6]
-    with pytest.raises(ValueError, match="max_items"):
-        queue.get_many(0)
+    for max_items in (0, -1):
+        with pytest.raises(ValueError, match="max_items"):
+            queue.get_many(max_items)
+
+
+def test_get_many_waits_for_the_first_item(impl: SimpleNamespace) -> None:
+    queue = impl.MpmcQueue(4)
+    batches: list[list[object]] = []
+    batch_writer = start_thread(lambda: batches.append(queue.get_many(8, timeout=JOIN_TIMEOUT)))
+    time.sleep(0.05)  # usually lets it block first; the result is the same either way
+    queue.put("late")
+    join_all([batch_writer])
+    assert batches == [["late"]]
 
 
 def test_dropping_the_queue_releases_its_items(impl: SimpleNamespace) -> None:
@@ -136,6 +149,52 @@ def test_dropping_the_queue_releases_its_items(impl: SimpleNamespace) -> None:
     del payload, queue
     gc.collect()
     assert alive() is None
+
+
+# One single-thread operation: (name, argument). Outcomes are compared between the implementations.
+OPERATIONS = st.one_of(
+    st.tuples(st.just("try_put"), st.integers(0, 99)),
+    st.tuples(st.just("put_nowait"), st.integers(0, 99)),
+    st.tuples(st.just("try_get"), st.none()),
+    st.tuples(st.just("get_nowait"), st.none()),
+    st.tuples(st.just("get_many"), st.integers(1, 5)),
+    st.tuples(st.just("len"), st.none()),
+    st.tuples(st.just("close"), st.none()),
+)
+
+
+def _apply(impl: SimpleNamespace, queue: Any, operation: str, argument: Any) -> object:
+    """Runs one operation and returns what it returned or the name of what it raised."""
+    try:
+        match operation:
+            case "try_put":
+                return queue.try_put(argument)
+            case "put_nowait":
+                return queue.put(argument, timeout=0)
+            case "try_get":
+                return queue.try_get("nothing")
+            case "get_nowait":
+                return queue.get(timeout=0)
+            case "get_many":
+                return queue.get_many(argument, timeout=0)
+            case "len":
+                return len(queue)
+            case _:
+                return queue.close()
+    except (impl.QueueFull, impl.QueueEmpty, impl.QueueClosed) as error:
+        return type(error).__name__
+
+
+@given(capacity=st.integers(1, 4), operations=st.lists(OPERATIONS, max_size=40))
+def test_native_matches_reference_on_any_operation_sequence(
+    capacity: int, operations: list[tuple[str, Any]]
+) -> None:
+    native, twin = IMPLEMENTATIONS["native"], IMPLEMENTATIONS["reference"]
+    native_queue, twin_queue = native.MpmcQueue(capacity), twin.MpmcQueue(capacity)
+    for operation, argument in operations:
+        assert _apply(native, native_queue, operation, argument) == _apply(twin, twin_queue, operation, argument), (
+            f"{operation}({argument!r}) differs"
+        )
 
 
 # --- close ----------------------------------------------------------------------------------------
@@ -173,7 +232,7 @@ def test_close_wakes_blocked_getters(impl: SimpleNamespace, call: str) -> None:
     def blocked_getter() -> None:
         try:
             getattr(queue, call)(*([4] if call == "get_many" else []), timeout=JOIN_TIMEOUT)
-        except Exception as error:
+        except (impl.QueueClosed, impl.QueueEmpty, impl.QueueFull) as error:
             outcomes.append(type(error))
 
     getters = [start_thread(blocked_getter) for _ in range(3)]
@@ -191,7 +250,7 @@ def test_close_wakes_blocked_putters(impl: SimpleNamespace) -> None:
     def blocked_putter() -> None:
         try:
             queue.put("waiting", timeout=JOIN_TIMEOUT)
-        except Exception as error:
+        except (impl.QueueClosed, impl.QueueEmpty, impl.QueueFull) as error:
             outcomes.append(type(error))
 
     putters = [start_thread(blocked_putter) for _ in range(3)]

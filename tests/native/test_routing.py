@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from kefu.compiled import ROUTING_EXCLUSION_REASONS
 from kefu.compiled import score_agents as native_score_agents
-from kefu.reference.routing import score_agents_naive, score_agents_numpy
+from kefu.reference.routing import EXCLUSION_REASON_COUNT, score_agents_naive, score_agents_numpy
+from kefu.routing.table import EXCLUSION_REASONS
 
 IMPLEMENTATIONS = {
     "native": native_score_agents,
@@ -181,3 +183,7 @@ def test_native_rejects_inconsistent_columns_without_crashing() -> None:
     with pytest.raises(ValueError):
         _call(native_score_agents, population, np.arange(5, dtype=np.int32), request)
     assert not population["scratch_credit"].any()
+
+
+def test_reason_codes_agree_between_kernel_twins_and_engine() -> None:
+    assert ROUTING_EXCLUSION_REASONS == EXCLUSION_REASON_COUNT == len(EXCLUSION_REASONS)

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from kefu import compiled
 from kefu.reference import textfeat as reference
 
@@ -99,7 +98,7 @@ def test_matches_golden_file(implementation) -> None:
 
 
 def test_output_shape_and_dtype(implementation) -> None:
-    featurizer_cls, featurize, _ = implementation
+    _, featurize, _ = implementation
     for text in GOLDEN_TEXTS:
         ids = featurize(text)
         assert ids.dtype == np.int64
@@ -143,7 +142,9 @@ def test_lexicon_adds_a_bucket_id(implementation) -> None:
     bucket = zlib.crc32(b"v\x1f-3") & ((1 << 18) - 1)
     with_lexicon = featurizer_cls(18, {"terrible": -3})
     assert bucket in with_lexicon.featurize("So TERRIBLE!").tolist()
-    assert with_lexicon.featurize("so fine").tolist() == featurizer_cls(18, None).featurize("so fine").tolist()
+    assert (
+        with_lexicon.featurize("so fine").tolist() == featurizer_cls(18, None).featurize("so fine").tolist()
+    )
     assert with_lexicon.bits == 18 and with_lexicon.lexicon_size == 1
 
 
@@ -193,6 +194,25 @@ def test_native_batch_matches_reference_batch(texts: list[str]) -> None:
     native_ids, native_mask = compiled.featurize_batch(texts)
     python_ids, python_mask = reference.featurize_batch(texts)
     assert np.array_equal(native_ids, python_ids)
+    assert np.array_equal(native_mask, python_mask)
+
+
+def test_every_assigned_bmp_code_point_matches_reference() -> None:
+    """Exhaustive over the BMP: NFKC, case folding, digit and whitespace handling of each code point."""
+    code_points = [
+        chr(code_point)
+        for code_point in range(0x10000)
+        if unicodedata.category(chr(code_point)) not in ("Cn", "Cs")
+    ]
+    texts = [f"a{char}B7 {char}" for char in code_points]
+    native_ids, native_mask = compiled.featurize_batch(texts, bits=20)
+    python_ids, python_mask = reference.featurize_batch(texts, bits=20)
+    mismatched = [
+        f"U+{ord(char):04X}"
+        for row, char in enumerate(code_points)
+        if not np.array_equal(native_ids[row], python_ids[row])
+    ]
+    assert not mismatched, mismatched[:20]
     assert np.array_equal(native_mask, python_mask)
 
 

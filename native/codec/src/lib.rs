@@ -15,6 +15,20 @@
 //! - recursion is bounded by `max_depth` ≤ [`MAX_DEPTH_CEILING`];
 //! - nothing panics on input: every entry point returns `Result<_, FrameError>`.
 //!
+//! Decisions (shared with the Python twin `kefu.reference.codec`, which the tests hold to identical
+//! output):
+//!
+//! - error precedence is fixed (header checks in the order listed on [`parse_header`], then the body
+//!   front to back; the encoder checks each item's type, value model, limits, then room), so two
+//!   implementations report the same code for an input with several defects;
+//! - the decoder accepts any valid msgpack width (a small int as uint64, float32, str16 for a short
+//!   string, a one-byte empty map as a body) and hands values over normalised (`i64` when it fits,
+//!   `f64`); the encoder always writes the canonical form, so decode∘encode∘decode is stable even
+//!   though encode∘decode is not the identity on bytes;
+//! - `max_str_len` bounds str, bin and map keys alike, in bytes; `max_container_len` bounds the body
+//!   map too; `max_depth` counts the body map as 1 and is capped at [`MAX_DEPTH_CEILING`];
+//! - header `conv`/`seq` of 0 mean "none"; the body may not carry `t`, `conv` or `seq` keys.
+//!
 //! Decoding is a single pass driven by a [`Visitor`] (see [`decode`](mod@decode) for why), and encoding a
 //! push API ([`FrameEncoder`]) producing canonical msgpack. [`value::decode`] / [`value::encode`]
 //! are the convenient borrowed-tree versions.

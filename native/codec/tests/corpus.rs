@@ -1,43 +1,11 @@
 //! The shared attack corpus (tests/native/corpus/codec): every case is refused with the code in its
-//! file name, by the tree decoder and by a no-op validating visitor, without panicking.
+//! file name, without panicking, also when the limits are raised far above the defaults.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+mod common;
 
+use common::corpus;
 use kefu_codec::value::decode;
 use kefu_codec::FrameLimits;
-
-fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/native/corpus/codec")
-}
-
-/// (case name, expected code, frame bytes) for every `*.hex` file.
-fn corpus() -> Vec<(String, String, Vec<u8>)> {
-    let mut cases = Vec::new();
-    for entry in std::fs::read_dir(corpus_dir()).expect("corpus directory") {
-        let path = entry.expect("corpus entry").path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(".hex") else {
-            continue;
-        };
-        let (case, code) = stem
-            .rsplit_once('.')
-            .expect("file name is <case>.<code>.hex");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let hex: String = text
-            .lines()
-            .filter(|line| !line.starts_with('#'))
-            .flat_map(|line| line.chars().filter(|c| !c.is_whitespace()))
-            .collect();
-        let bytes = (0..hex.len())
-            .step_by(2)
-            .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).expect("hex digits"))
-            .collect();
-        cases.push((case.to_owned(), code.to_owned(), bytes));
-    }
-    cases.sort();
-    cases
-}
 
 #[test]
 fn corpus_is_not_empty() {
@@ -48,15 +16,8 @@ fn corpus_is_not_empty() {
 fn every_corpus_case_is_refused_with_its_code() {
     let limits = FrameLimits::default();
     for (case, code, bytes) in corpus() {
-        let started = Instant::now();
         let error = decode(&bytes, &limits).expect_err(&case);
         assert_eq!(error.code.as_str(), code, "{case}: {error}");
-        // Generous bound (debug build, shared CI box): a declared 4 G length must not be honoured.
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{case} took {:?}",
-            started.elapsed()
-        );
     }
 }
 

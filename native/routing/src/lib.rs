@@ -373,7 +373,11 @@ fn minimum_skill_depth(query_depth: usize, min_skill_match: f64) -> u16 {
         return 0;
     }
     (0..=query_depth)
-        .find(|&depth| !((depth as f64) / (query_depth as f64) < min_skill_match))
+        // "Not less than", so a NaN threshold behaves as it does in the twins' `ratio < min` test.
+        .find(|&depth| {
+            let ratio = depth as f64 / query_depth as f64;
+            ratio.partial_cmp(&min_skill_match) != Some(Ordering::Less)
+        })
         .map_or(u16::MAX, |depth| depth as u16)
 }
 
@@ -381,7 +385,8 @@ fn minimum_skill_depth(query_depth: usize, min_skill_match: f64) -> u16 {
 ///
 /// The filters are evaluated without branches into a bit mask (bit = [`Exclusion`] code) and the
 /// first failing filter is its lowest set bit: the outcomes are data-dependent coin flips (status,
-/// language, capacity), and mispredicted branches, not memory, dominated the scan.
+/// language, capacity), and mispredicted branches, not memory, dominated the scan (100k agents:
+/// 0.56 ms with an if/else chain, 0.34 ms with the mask, on the 2-core bench machine).
 fn scan(
     agents: &AgentColumns<'_>,
     scratch: &SkillScratch<'_>,
@@ -411,15 +416,11 @@ fn scan(
             | u32::from(load >= capacity) << 3
             | u32::from((request.lang_bits != 0) & (agents.lang[i] & request.lang_bits == 0)) << 4
             | u32::from(u16::from(scratch.depth[i]) < min_depth) << 5;
-        // Count the first failing reason into every counter branch-free (adding 0 or 1): an
-        // indexed `counts[reason] += 1` chains each iteration on the previous one's store.
-        let first_failed = failed & failed.wrapping_neg();
-        for (bit, count) in excluded_counts.iter_mut().enumerate() {
-            *count += (first_failed >> bit) & 1;
-        }
         if failed != 0 {
+            let reason = failed.trailing_zeros() as usize;
+            excluded_counts[reason] += 1;
             if excluded_sample.len() < request.excluded_sample {
-                excluded_sample.push((candidate, EXCLUSIONS[failed.trailing_zeros() as usize]));
+                excluded_sample.push((candidate, EXCLUSIONS[reason]));
             }
             continue;
         }
@@ -574,6 +575,16 @@ mod tests {
         let outcome = run(&shard, &skills, &exact);
         assert_eq!(outcome.top.len(), 1);
         assert_eq!(outcome.excluded_counts[Exclusion::Skill as usize], 2);
+    }
+
+    #[test]
+    fn skill_ring_thresholds_map_to_held_depths() {
+        assert_eq!(minimum_skill_depth(3, 1.0), 3); // ring 0: the exact node
+        assert_eq!(minimum_skill_depth(3, 0.01), 1); // ring 1: any ancestor
+        assert_eq!(minimum_skill_depth(3, 0.0), 0); // ring 2: anyone
+        assert_eq!(minimum_skill_depth(3, 2.0 / 3.0), 2);
+        assert_eq!(minimum_skill_depth(3, 1.5), u16::MAX); // nobody
+        assert_eq!(minimum_skill_depth(0, 1.0), 0); // no skill requested
     }
 
     #[test]

@@ -92,9 +92,18 @@ impl Featurizer {
         let mask = (1u32 << bits) - 1;
         let lexicon_ids = lexicon
             .into_iter()
-            .map(|(token, bucket)| (token.into(), hash_gram(b"v", bucket.to_string().as_bytes()) & mask))
+            .map(|(token, bucket)| {
+                (
+                    token.into(),
+                    hash_gram(b"v", bucket.to_string().as_bytes()) & mask,
+                )
+            })
             .collect();
-        Ok(Self { bits, mask, lexicon_ids })
+        Ok(Self {
+            bits,
+            mask,
+            lexicon_ids,
+        })
     }
 
     /// Hash width in bits.
@@ -115,7 +124,11 @@ impl Featurizer {
 
     /// The ids of `text`, computed in `scratch`'s buffers; valid until `scratch` is used again.
     pub fn featurize_with<'s>(&self, text: &str, scratch: &'s mut Scratch) -> &'s [u32] {
-        let Scratch { normalized, char_starts, ids } = scratch;
+        let Scratch {
+            normalized,
+            char_starts,
+            ids,
+        } = scratch;
         normalized.clear();
         normalized.push(TEXT_START);
         normalize_into(text, normalized);
@@ -138,7 +151,10 @@ impl Featurizer {
         let body = &normalized[TEXT_START.len_utf8()..body_end];
         let word_ns = NamespaceHasher::new(b"w");
         let mut previous: Option<&str> = None;
-        for token in body.split(|c: char| !is_word_char(c)).filter(|t| !t.is_empty()) {
+        for token in body
+            .split(|c: char| !is_word_char(c))
+            .filter(|t| !t.is_empty())
+        {
             ids.push(word_ns.hash(&[token.as_bytes()]) & self.mask);
             if let Some(previous) = previous {
                 ids.push(word_ns.hash(&[previous.as_bytes(), b" ", token.as_bytes()]) & self.mask);
@@ -159,7 +175,12 @@ impl Featurizer {
 /// Step 2 of the contract, appended to `out`: NFKC, case fold, digit runs to `0`, whitespace
 /// collapsed and trimmed. Reads at most [`MAX_INPUT_CHARS`] code points of `text`.
 pub fn normalize_into(text: &str, out: &mut String) {
-    let mut collapser = Collapser { out, start_len: 0, pending_space: false, in_digit_run: false };
+    let mut collapser = Collapser {
+        out,
+        start_len: 0,
+        pending_space: false,
+        in_digit_run: false,
+    };
     collapser.start_len = collapser.out.len();
     let head = match text.char_indices().nth(MAX_INPUT_CHARS) {
         Some((cut, _)) => &text[..cut],
@@ -167,7 +188,8 @@ pub fn normalize_into(text: &str, out: &mut String) {
     };
     if head.is_ascii() {
         // NFKC is the identity on ASCII and folding is lower-casing: skip the decomposition machinery.
-        head.chars().for_each(|c| collapser.push(c.to_ascii_lowercase()));
+        head.chars()
+            .for_each(|c| collapser.push(c.to_ascii_lowercase()));
     } else {
         for c in head.chars().nfkc() {
             match casefold(c) {
@@ -301,7 +323,13 @@ mod tests {
     #[test]
     fn ids_are_sorted_unique_bounded_and_masked() {
         let featurizer = Featurizer::new(10, std::iter::empty::<(String, i64)>()).unwrap();
-        for text in ["", "hi", "退款太慢了！！", &"word ".repeat(400), &"长文本".repeat(500)] {
+        for text in [
+            "",
+            "hi",
+            "退款太慢了！！",
+            &"word ".repeat(400),
+            &"长文本".repeat(500),
+        ] {
             let ids = featurizer.featurize(text);
             assert!(!ids.is_empty());
             assert!(ids.len() <= MAX_IDS);
@@ -350,8 +378,13 @@ mod tests {
     fn scratch_reuse_gives_same_ids() {
         let featurizer = plain();
         let mut scratch = Scratch::default();
-        let first = featurizer.featurize_with("long enough text here", &mut scratch).to_vec();
+        let first = featurizer
+            .featurize_with("long enough text here", &mut scratch)
+            .to_vec();
         featurizer.featurize_with("x", &mut scratch);
-        assert_eq!(featurizer.featurize_with("long enough text here", &mut scratch), first.as_slice());
+        assert_eq!(
+            featurizer.featurize_with("long enough text here", &mut scratch),
+            first.as_slice()
+        );
     }
 }

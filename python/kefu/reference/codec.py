@@ -14,6 +14,9 @@ on encode), list (tuple accepted on encode), dict with str keys. Anything else i
 outside the model raises `TypeError`; any other problem raises `FrameError(code, message)` with code
 `"too_large"` for a frame over `max_frame_size` and `"bad_frame"` otherwise.
 
+`decode_frame` takes bytes, bytearray or any buffer of unsigned bytes (format "B" or "c", e.g. a
+memoryview); any other object raises `TypeError`.
+
 Check order (shared with the native codec so both report the same code):
 - decode header: buffer over max → too_large; shorter than the header; version ≠ 1; 24 + body_len over
   max → too_large; unknown type; reserved flags; empty-body flag ≠ (body_len == 0); body_len ≠ bytes
@@ -108,6 +111,8 @@ def decode_frame(data: bytes | bytearray | memoryview, limits: FrameLimits | Non
     """Decode one whole frame into `{"t": name, "conv"?, "seq"?, **fields}`."""
     limits = limits or _DEFAULT_LIMITS
     view = memoryview(data)
+    if view.format.lstrip("@=<>!") not in ("B", "c"):
+        raise TypeError(f"data must be a buffer of bytes (format B or c), not format {view.format!r}")
     if view.nbytes > limits.max_frame_size:
         raise FrameError("too_large", f"frame is {view.nbytes} bytes, limit is {limits.max_frame_size}")
     data = view.tobytes()

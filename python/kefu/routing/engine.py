@@ -2,7 +2,10 @@
 
 The server feeds it events and applies what comes back (store the assignment and its decision,
 send frames); the engine never awaits, sleeps, reads the time or touches storage, so every
-scenario is reproducible in a unit test.
+scenario is reproducible in a unit test. It is not thread-safe: one engine per event loop, owning
+the routing state of the sites that loop serves. The scorer is injectable
+(``RoutingEngine(config, scorer=kefu.reference.routing.score_agents_numpy)`` in tests); the
+default is the native kernel.
 
 Events → outcomes (``Outcome`` = `Assign` | `Queued` | `QueuePosition` | `Rejected`):
 
@@ -18,7 +21,8 @@ Events → outcomes (``Outcome`` = `Assign` | `Queued` | `QueuePosition` | `Reje
 ``conversation_opened(request, now)``                  → `Assign` | `Queued` | `Rejected`
 ``conversation_accepted(conv_id, agent_id, now)``      → bool (False: stale, the offer moved on)
 ``conversation_closed(conv_id, now)``                  frees capacity, drains the queue → list
-``transfer(conv_id, now, to_agent=, to_skill=)``       → `Assign` | `Queued` | `Rejected`
+``transfer(conv_id, now, to_agent=, to_skill=,``      → `Assign` | `Queued` | `Rejected`
+``         from_agent=)``
 ``sentiment_changed(conv_id, p_neg, now)``             escalation to a better de-escalator → list
 ``tick(now)``                                          accept timeouts, ring relaxation, queue
                                                        positions/ETAs → list
@@ -467,13 +471,23 @@ class RoutingEngine:
         return self._drain(site, now)
 
     def transfer(
-        self, conv_id: int, now: float, *, to_agent: str | None = None, to_skill: str | None = None
+        self,
+        conv_id: int,
+        now: float,
+        *,
+        to_agent: str | None = None,
+        to_skill: str | None = None,
+        from_agent: str | None = None,
     ) -> Outcome:
         """Moves a conversation to a named agent, or re-routes it to a skill (or, with neither,
-        to the best other agent). The current agent is excluded from the re-route."""
+        to the best other agent). The current agent is excluded from the re-route. With
+        `from_agent`, the transfer only happens if that agent currently holds the conversation
+        (a stale or forged request from another agent is rejected)."""
         conversation = self._conversations.get(conv_id)
         if conversation is None:
             return Rejected(conv_id, "unknown_conversation")
+        if from_agent is not None and self.assigned_agent(conv_id) != from_agent:
+            return Rejected(conv_id, "not_assigned_to_sender")
         if to_agent is not None and to_skill is not None:
             raise ValueError("transfer to an agent or to a skill, not both")
         started = time.perf_counter_ns()

@@ -143,7 +143,9 @@ class MoodTracker:
     angry_threshold: float = 0.7
     calm_threshold: float = 0.5
     max_conversations: int = 100_000
-    _moods: OrderedDict[Hashable, tuple[float, bool]] = field(default_factory=OrderedDict, init=False, repr=False)
+    _moods: OrderedDict[Hashable, tuple[float, bool]] = field(
+        default_factory=OrderedDict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha <= 1.0:

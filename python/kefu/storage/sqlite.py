@@ -2,9 +2,11 @@
 
 Why this shape:
 - SQLite serialises writers anyway, so one dedicated thread owns the only write connection. Requests
-  from the event loop go into a thread-safe queue; the thread takes every pending request (up to
-  `max_batch`), runs them in ONE `BEGIN IMMEDIATE … COMMIT` and wakes the loop once per batch. One fsync
-  covers the whole batch, so a durable ack costs a fraction of an fsync under load.
+  from the event loop go into `kefu.compiled.MpmcQueue` (lock-free; `get_many` waits without the GIL);
+  the thread takes every pending request (up to `max_batch`), runs them in ONE
+  `BEGIN IMMEDIATE … COMMIT` and wakes the loop once per batch. One fsync covers the whole batch, so a
+  durable ack costs a fraction of an fsync under load. The queue is bounded (`max_pending`): when the
+  disk cannot keep up, writes are refused with StorageError instead of piling up in memory.
 - A failure that belongs to one request (unknown conversation, duplicate username) fails only that
   request: appends are written so that an expected failure writes nothing, other operations run inside
   a SAVEPOINT. An unexpected database error in the middle of a batch rolls the batch back and replays
@@ -28,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Literal, TypeVar
 
+from kefu.compiled import MpmcQueue, QueueClosed, QueueEmpty
 from kefu.storage import _common as c
 from kefu.storage._common import (
     AGENT_COLUMNS,
@@ -51,7 +54,6 @@ from kefu.storage.base import (
     StoredMessage,
     Visitor,
 )
-from kefu.storage.workqueue import WorkQueue
 
 T = TypeVar("T")
 
@@ -136,12 +138,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
 
 _SYNCHRONOUS_LEVELS: Final = {"NORMAL": 1, "FULL": 2}
 _BUSY_TIMEOUT_MS: Final = 5_000
-_STOP: Final = object()  # queue sentinel: the writer finishes what precedes it, then exits
 # Checkpoints (copying the WAL back into the database file, with fsyncs) run on their own thread so
 # the writer never stalls on them: at most one per interval while commits happen. SQLite's own
 # automatic checkpoint on the writer stays as a backstop at a much larger WAL size.
 _CHECKPOINT_INTERVAL_S: Final = 0.25
 _BACKSTOP_AUTOCHECKPOINT_PAGES: Final = 16_384
+_WRITER_CACHE_KIB: Final = 32 * 1024
 
 # An operation for the writer thread: gets the write connection inside the open batch transaction.
 WriteOp = Callable[[sqlite3.Connection], Any]
@@ -156,6 +158,8 @@ class SqliteStorage(Storage):
 
     `synchronous="FULL"` (default) makes an ack survive power loss; "NORMAL" survives a crash of the
     process (kill -9) but may lose the last commits on power loss or an OS crash. OFF is refused.
+    `max_batch` caps one transaction, `readers` is the number of reader threads, `max_pending` the
+    number of queued writes beyond which writes fail fast with StorageError ("overloaded").
     Call every method from the event loop that called `open()`.
     """
 
@@ -166,22 +170,24 @@ class SqliteStorage(Storage):
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         max_batch: int = 512,
         readers: int = 2,
+        max_pending: int = 65_536,
     ) -> None:
         level = str(synchronous).upper()
         if level not in _SYNCHRONOUS_LEVELS:
             raise ValueError(
                 f"SQLite synchronous={synchronous!r} refused: an ack must mean stored; use FULL or NORMAL"
             )
-        if max_batch < 1 or readers < 1:
-            raise ValueError("max_batch and readers must be positive")
+        if max_batch < 1 or readers < 1 or max_pending < 1:
+            raise ValueError("max_batch, readers and max_pending must be positive")
         self.path = os.fspath(path)
         if self.path == ":memory:" or self.path.startswith("file:"):
             raise ValueError("SqliteStorage needs a file path (WAL does not apply to memory databases)")
         self.synchronous = level
         self.max_batch = max_batch
         self._reader_count = readers
+        self._max_pending = max_pending
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: WorkQueue | None = None
+        self._queue: MpmcQueue | None = None
         self._writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._reader_local = threading.local()
@@ -202,7 +208,7 @@ class SqliteStorage(Storage):
             raise RuntimeError("storage already opened")
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._queue = WorkQueue()
+        self._queue = MpmcQueue(self._max_pending)
         ready: asyncio.Future[str] = loop.create_future()
         self._writer = threading.Thread(target=self._writer_main, args=(ready,), name="kefu-sqlite-writer", daemon=True)
         self._writer.start()
@@ -224,11 +230,10 @@ class SqliteStorage(Storage):
             return
         self._accepting = False
         assert self._queue is not None and self._writer is not None and self._readers is not None
-        self._queue.put(_STOP)
-        loop = asyncio.get_running_loop()
-        # Joining blocks; the writer drains what was queued before _STOP first (pending acks resolve).
-        await loop.run_in_executor(None, self._writer.join)
         self._queue.close()
+        loop = asyncio.get_running_loop()
+        # Joining blocks; the writer first drains what was queued before close (pending acks resolve).
+        await loop.run_in_executor(None, self._writer.join)
         assert self._checkpointer is not None
         self._checkpointer_stop.set()
         self._wal_grew.set()
@@ -274,6 +279,8 @@ class SqliteStorage(Storage):
                 raise StorageError(f"SQLite did not accept synchronous={self.synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute(f"PRAGMA wal_autocheckpoint = {_BACKSTOP_AUTOCHECKPOINT_PAGES}")
+            # The writer touches the hot ends of every conversation's message b-tree; keep them cached.
+            conn.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
             epoch = self._migrate(conn)
         except BaseException:
             conn.close()
@@ -314,16 +321,15 @@ class SqliteStorage(Storage):
         loop.call_soon_threadsafe(_settle_one, ready, epoch, None)
         queue = self._queue
         try:
-            stopping = False
-            while not stopping:
-                items = queue.get_many(self.max_batch, 0.5)
-                if not items:
+            while True:
+                try:
+                    # Blocks without the GIL until work arrives, then takes all that is pending.
+                    items = queue.get_many(self.max_batch, 1.0)
+                except QueueEmpty:
                     continue
-                if any(item is _STOP for item in items):
-                    stopping = True
-                    items = [item for item in items if item is not _STOP]
-                if items:
-                    self._run_batch(conn, items)
+                except QueueClosed:  # closed and drained
+                    break
+                self._run_batch(conn, items)
         finally:
             conn.close()
 
@@ -401,7 +407,8 @@ class SqliteStorage(Storage):
         if not self._accepting:
             raise StorageError("storage is not open")
         future: asyncio.Future[T] = self._loop.create_future()  # type: ignore[union-attr]
-        self._queue.put((op, arg, future))  # type: ignore[union-attr]
+        if not self._queue.try_put((op, arg, future)):  # type: ignore[union-attr]
+            raise StorageError("storage overloaded: too many writes pending")
         return future
 
     async def _write(self, fn: Callable[[sqlite3.Cursor], T]) -> T:
@@ -670,7 +677,8 @@ class SqliteStorage(Storage):
             raise StorageError("storage is not open")
         # _submit inlined: this is the hot path.
         future: asyncio.Future[AppendResult] = self._loop.create_future()  # type: ignore[union-attr]
-        self._queue.put((_append, (msg, meta_json), future))  # type: ignore[union-attr]
+        if not self._queue.try_put((_append, (msg, meta_json), future)):  # type: ignore[union-attr]
+            raise StorageError("storage overloaded: too many writes pending")
         return await future
 
     async def messages_after(self, conv_id: int, after_seq: int, limit: int) -> list[StoredMessage]:

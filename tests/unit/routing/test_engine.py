@@ -200,7 +200,9 @@ def test_transfer_to_agent_and_to_skill(make_engine) -> None:
     assert to_skill.previous_agent == "first" and to_skill.decision.reason == "transfer"
     assert engine.agent_load("first") == (0, 2)
 
-    back = engine.transfer(1, 4.0, to_agent="first")
+    forged = engine.transfer(1, 4.0, to_agent="first", from_agent="first")  # "expert" holds it now
+    assert isinstance(forged, Rejected) and forged.reason == "not_assigned_to_sender"
+    back = engine.transfer(1, 4.0, to_agent="first", from_agent="expert")
     assert isinstance(back, Assign) and back.agent_id == "first" and back.previous_agent == "expert"
 
 

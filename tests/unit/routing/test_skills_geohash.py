@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kefu.routing import geohash
 from kefu.routing.skills import MISSING_NODE, SkillTrie, build_skill_index, parse_skill_path
 
@@ -70,3 +72,19 @@ def test_common_prefix_counts_characters() -> None:
         geohash.encode_int(float("nan"), 0.0)
     with pytest.raises(ValueError):
         geohash.str_to_int("ai")  # "a" and "i" are not geohash characters
+
+
+latitudes = st.floats(min_value=-90, max_value=90, allow_nan=False)
+longitudes = st.floats(min_value=-180, max_value=180, allow_nan=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(latitudes, longitudes, latitudes, longitudes, st.integers(min_value=1, max_value=12))
+def test_integer_prefix_count_equals_string_prefix_length(
+    lat_a: float, lon_a: float, lat_b: float, lon_b: float, precision: int
+) -> None:
+    a, b = geohash.encode(lat_a, lon_a, precision), geohash.encode(lat_b, lon_b, precision)
+    shared = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), precision)
+    code_a, code_b = geohash.str_to_int(a), geohash.str_to_int(b)
+    assert geohash.common_prefix_chars(code_a, code_b, precision) == shared
+    assert geohash.encode(*geohash.decode(a), precision) == a

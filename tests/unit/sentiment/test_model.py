@@ -8,7 +8,6 @@ from importlib import resources
 import numpy as np
 import onnx
 import pytest
-
 from kefu.compiled import FEATURIZER_VERSION
 from kefu.sentiment import ModelError, MoodTracker, SentimentModel
 
@@ -79,7 +78,9 @@ def test_empty_batch(model: SentimentModel) -> None:
 
 
 def _bundled_onnx() -> onnx.ModelProto:
-    return onnx.load_from_string(resources.files("kefu.sentiment").joinpath("model/sentiment.onnx").read_bytes())
+    return onnx.load_from_string(
+        resources.files("kefu.sentiment").joinpath("model/sentiment.onnx").read_bytes()
+    )
 
 
 def test_refuses_other_featurizer_version(tmp_path) -> None:
@@ -114,7 +115,9 @@ def test_refuses_garbage_file(tmp_path) -> None:
 def test_model_card_describes_the_bundled_file() -> None:
     import hashlib
 
-    card_text = resources.files("kefu.sentiment").joinpath("model/model_card.json").read_text(encoding="utf-8")
+    card_text = (
+        resources.files("kefu.sentiment").joinpath("model/model_card.json").read_text(encoding="utf-8")
+    )
     card = json.loads(card_text)
     model_bytes = resources.files("kefu.sentiment").joinpath("model/sentiment.onnx").read_bytes()
     assert card["sha256"] == hashlib.sha256(model_bytes).hexdigest()
@@ -157,7 +160,13 @@ def test_mood_conversations_are_independent_and_bounded() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"alpha": 0.0}, {"alpha": 1.5}, {"angry_threshold": 0.4, "calm_threshold": 0.5}, {"max_conversations": 0}]
+    "kwargs",
+    [
+        {"alpha": 0.0},
+        {"alpha": 1.5},
+        {"angry_threshold": 0.4, "calm_threshold": 0.5},
+        {"max_conversations": 0},
+    ],
 )
 def test_mood_rejects_bad_settings(kwargs: dict) -> None:
     with pytest.raises(ValueError):

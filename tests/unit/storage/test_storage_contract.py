@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -560,6 +561,31 @@ async def test_sqlite_disk_full_fails_only_what_did_not_fit_and_recovers(tmp_pat
         await store.close()
     with sqlite3.connect(path) as check:
         assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+async def test_sqlite_full_write_queue_refuses_instead_of_buffering(tmp_path: Path) -> None:
+    store = SqliteStorage(tmp_path / "k.db", max_pending=4)
+    await store.open()
+    try:
+        (conv,) = await make_conversations(store, 1)
+        entered, gate = threading.Event(), threading.Event()
+
+        def hold_the_writer(cur: sqlite3.Cursor) -> bool:
+            entered.set()
+            return gate.wait(30)
+
+        blocker = asyncio.ensure_future(store._write(hold_the_writer))
+        assert await asyncio.to_thread(entered.wait, 30)
+        sends = [asyncio.ensure_future(store.append_message(message(conv, f"m{i}"))) for i in range(10)]
+        await asyncio.sleep(0)  # every append reaches the queue (or is refused) before the writer is let go
+        gate.set()
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        assert await blocker is True
+        assert [r.seq for r in results[:4]] == [1, 2, 3, 4]
+        assert all(isinstance(r, StorageError) and "overloaded" in str(r) for r in results[4:])
+        assert [m.cmid for m in await store.messages_after(conv.id, 0, 100)] == ["m0", "m1", "m2", "m3"]
+    finally:
+        await store.close()
 
 
 CRASH_WRITER = textwrap.dedent("""
