@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue as stdlib_queue
 import shutil
 import statistics
@@ -134,7 +135,7 @@ def run_python_bench(profile: Profile) -> dict[tuple[str, str], float]:
 
 
 def render(profile_name: str, profile: Profile, rust: list[dict[str, Any]],
-           python: dict[tuple[str, str], float]) -> str:
+           python: dict[tuple[str, str], float], load_before: tuple[float, float, float]) -> str:
     info = machine_info()
     versions = ", ".join(f"{package} {version}" for package, version in info["versions"].items())  # type: ignore[attr-defined]
     lines = [
@@ -148,7 +149,9 @@ def render(profile_name: str, profile: Profile, rust: list[dict[str, Any]],
         "",
         f"- CPU: {info['cpu_model']} ({info['cores']} cores), {info['memory_gib']} GiB, Linux {info['kernel']}",
         f"- Python {info['python']}, {_tool_version(['rustc', '--version'])}, {versions}",
-        f"- Date (UTC): {info['date_utc']}",
+        f"- Date (UTC): {info['date_utc']}; load average before the run: "
+        + " / ".join(f"{load:.2f}" for load in load_before)
+        + f" (1/5/15 min, {info['cores']} cores: above that, other work shared the CPUs)",
         "",
         "## Rust: kefu `ArrayRing<u64>` vs `crossbeam_queue::ArrayQueue<u64>`",
         "",
@@ -204,9 +207,10 @@ def main(argv: list[str] | None = None) -> None:
     profile_name = "smoke" if args.smoke else "quick"
     profile = PROFILES[profile_name]
     began = time.monotonic()
+    load_before = os.getloadavg()
     rust = run_rust_bench(profile)
     python = run_python_bench(profile)
-    path = write_report("queue", render(profile_name, profile, rust, python))
+    path = write_report("queue", render(profile_name, profile, rust, python, load_before))
     print(f"wrote {path} in {time.monotonic() - began:.0f} s", flush=True)
 
 

@@ -185,7 +185,7 @@ def check_agreement(engine: RoutingEngine, size: int, rng: np.random.Generator) 
         native = score_agents(*positional, **keywords)
         numpy_result = score_agents_numpy(*positional, **keywords)
         assert [row[0] for row in native[0]] == [row[0] for row in numpy_result[0]]
-        assert tuple(native[1]) == tuple(numpy_result[1])
+        assert native[1] == numpy_result[1]
         if size <= 10_000:
             naive = score_agents_naive(*positional, **keywords)
             assert [row[0] for row in native[0]] == [row[0] for row in naive[0]]

@@ -13,21 +13,32 @@ use pyo3::prelude::*;
 type RankedRow = (i32, f64, f64, f64, f64, f64, f64);
 
 /// `(top, excluded_counts, excluded_sample, eligible)` as returned to Python.
-type ScoreResult = (Vec<RankedRow>, [u32; EXCLUSION_REASONS], Vec<(i32, u8)>, u32);
+type ScoreResult = (
+    Vec<RankedRow>,
+    [u32; EXCLUSION_REASONS],
+    Vec<(i32, u8)>,
+    u32,
+);
 
 fn routing_error(error: RoutingError) -> PyErr {
     PyValueError::new_err(error.to_string())
 }
 
-fn contiguous<'a, T: numpy::Element>(array: &'a PyReadonlyArray1<'_, T>, name: &str) -> PyResult<&'a [T]> {
-    array.as_slice().map_err(|_| PyValueError::new_err(format!("{name} must be a contiguous 1-D array")))
+fn contiguous<'a, T: numpy::Element>(
+    array: &'a PyReadonlyArray1<'_, T>,
+    name: &str,
+) -> PyResult<&'a [T]> {
+    array
+        .as_slice()
+        .map_err(|_| PyValueError::new_err(format!("{name} must be a contiguous 1-D array")))
 }
 
 /// Scores one conversation against `candidates` (agent indices into the columns).
 ///
 /// Returns `(top, excluded_counts, excluded_sample, eligible)`: `top` is a list of
-/// `(index, score, geo, sent, skill, load, fair)` best first; `excluded_counts` a 6-tuple indexed
-/// by reason code (0 not online, 1 other site, 2 excluded, 3 at capacity, 4 language, 5 skill);
+/// `(index, score, geo, sent, skill, load, fair)` best first; `excluded_counts` a list of 6
+/// counts indexed by reason code (0 not online, 1 other site, 2 excluded, 3 at capacity,
+/// 4 language, 5 skill);
 /// `excluded_sample` a list of `(index, reason_code)`; `eligible` the number that passed every
 /// filter. The scratch arrays must be all zeros and are left all zeros. The GIL is released during
 /// the scan.
@@ -75,12 +86,33 @@ fn score_agents(
         return Err(PyValueError::new_err("p_neg must be within 0..1"));
     }
     if !(fairness_horizon_s.is_finite() && fairness_horizon_s > 0.0 && now.is_finite()) {
-        return Err(PyValueError::new_err("now must be finite and fairness_horizon_s positive"));
+        return Err(PyValueError::new_err(
+            "now must be finite and fairness_horizon_s positive",
+        ));
     }
     let (w_geo, w_sent, w_skill, w_load, w_fair) = weights;
-    let weights = Weights { geo: w_geo, sentiment: w_sent, skill: w_skill, load: w_load, fairness: w_fair };
-    if ![w_geo, w_sent, w_skill, w_load, w_fair, no_skill_value, min_skill_match].iter().all(|w| w.is_finite()) {
-        return Err(PyValueError::new_err("weights and thresholds must be finite"));
+    let weights = Weights {
+        geo: w_geo,
+        sentiment: w_sent,
+        skill: w_skill,
+        load: w_load,
+        fairness: w_fair,
+    };
+    if ![
+        w_geo,
+        w_sent,
+        w_skill,
+        w_load,
+        w_fair,
+        no_skill_value,
+        min_skill_match,
+    ]
+    .iter()
+    .all(|w| w.is_finite())
+    {
+        return Err(PyValueError::new_err(
+            "weights and thresholds must be finite",
+        ));
     }
     excluded.sort_unstable();
     let agents = AgentColumns {
@@ -128,7 +160,16 @@ fn score_agents(
     // Python cannot resize an array that is referenced. Plain Python writes from another thread
     // would still race; the engine that owns the arrays is single-threaded.
     let outcome = py
-        .detach(|| score_candidates(&agents, &skills, &mut scratch, candidates, &request, &weights))
+        .detach(|| {
+            score_candidates(
+                &agents,
+                &skills,
+                &mut scratch,
+                candidates,
+                &request,
+                &weights,
+            )
+        })
         .map_err(routing_error)?;
     let top = outcome
         .top
@@ -138,7 +179,11 @@ fn score_agents(
             (c.index, c.score, geo, sent, skill, load, fair)
         })
         .collect();
-    let sample = outcome.excluded_sample.iter().map(|&(index, reason)| (index, reason as u8)).collect();
+    let sample = outcome
+        .excluded_sample
+        .iter()
+        .map(|&(index, reason)| (index, reason as u8))
+        .collect();
     Ok((top, outcome.excluded_counts, sample, outcome.eligible))
 }
 

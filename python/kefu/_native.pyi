@@ -167,7 +167,7 @@ def score_agents(
     excluded_sample: int,
 ) -> tuple[
     list[tuple[int, float, float, float, float, float, float]],
-    tuple[int, int, int, int, int, int],
+    list[int],
     list[tuple[int, int]],
     int,
 ]:
@@ -180,7 +180,8 @@ def score_agents(
     w·(geo, sent, skill, load, fair) with the formulas of kefu.reference.routing. Returns
     `(top, excluded_counts, excluded_sample, eligible)`; `top` rows are
     `(index, score, geo, sent, skill, load, fair)`, best first (ties: lower load ratio, older
-    `last_assigned`, lower index). The scratch arrays must be zero and are left zero.
+    `last_assigned`, lower index). The scratch arrays must be zero and are left zero; a concurrent
+    call sharing them raises TypeError ("already borrowed") instead of racing.
     Raises ValueError on inconsistent arrays or out-of-range indices.
     """
 

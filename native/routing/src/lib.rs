@@ -217,7 +217,9 @@ impl fmt::Display for RoutingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::ColumnLengthMismatch => write!(f, "agent columns differ in length"),
-            Self::ScratchLengthMismatch => write!(f, "skill scratch length differs from agent count"),
+            Self::ScratchLengthMismatch => {
+                write!(f, "skill scratch length differs from agent count")
+            }
             Self::CandidateOutOfRange(i) => write!(f, "candidate index {i} out of range"),
             Self::SkillNodeOutOfRange(n) => write!(f, "skill node {n} out of range"),
             Self::SkillIndexCorrupt => write!(f, "skill index arrays are inconsistent"),
@@ -246,7 +248,8 @@ fn rank_order(a: &Candidate, b: &Candidate) -> Ordering {
         .total_cmp(&a.score)
         // load_a / cap_a < load_b / cap_b, compared exactly with integers.
         .then_with(|| {
-            (u32::from(a.load) * u32::from(b.capacity)).cmp(&(u32::from(b.load) * u32::from(a.capacity)))
+            (u32::from(a.load) * u32::from(b.capacity))
+                .cmp(&(u32::from(b.load) * u32::from(a.capacity)))
         })
         .then_with(|| a.last_assigned.total_cmp(&b.last_assigned))
         .then_with(|| a.index.cmp(&b.index))
@@ -260,7 +263,10 @@ struct TopK {
 
 impl TopK {
     fn new(k: usize) -> Self {
-        Self { k, items: Vec::with_capacity(k + 1) }
+        Self {
+            k,
+            items: Vec::with_capacity(k + 1),
+        }
     }
 
     #[inline]
@@ -271,20 +277,28 @@ impl TopK {
                 _ => return,
             }
         }
-        let position = self.items.partition_point(|kept| rank_order(kept, &candidate) == Ordering::Less);
+        let position = self
+            .items
+            .partition_point(|kept| rank_order(kept, &candidate) == Ordering::Less);
         self.items.insert(position, candidate);
         self.items.truncate(self.k);
     }
 }
 
 /// The CSC range of `node`, validated.
-fn skill_column(skills: &SkillIndex<'_>, node: i32) -> Result<std::ops::Range<usize>, RoutingError> {
-    let node_index = usize::try_from(node).map_err(|_| RoutingError::SkillNodeOutOfRange(node.into()))?;
+fn skill_column(
+    skills: &SkillIndex<'_>,
+    node: i32,
+) -> Result<std::ops::Range<usize>, RoutingError> {
+    let node_index =
+        usize::try_from(node).map_err(|_| RoutingError::SkillNodeOutOfRange(node.into()))?;
     if node_index + 1 >= skills.indptr.len() {
         return Err(RoutingError::SkillNodeOutOfRange(node.into()));
     }
-    let start = usize::try_from(skills.indptr[node_index]).map_err(|_| RoutingError::SkillIndexCorrupt)?;
-    let end = usize::try_from(skills.indptr[node_index + 1]).map_err(|_| RoutingError::SkillIndexCorrupt)?;
+    let start =
+        usize::try_from(skills.indptr[node_index]).map_err(|_| RoutingError::SkillIndexCorrupt)?;
+    let end = usize::try_from(skills.indptr[node_index + 1])
+        .map_err(|_| RoutingError::SkillIndexCorrupt)?;
     if start > end || end > skills.agents.len() || end > skills.proficiency.len() {
         return Err(RoutingError::SkillIndexCorrupt);
     }
@@ -428,12 +442,20 @@ fn scan(
 
         let geo = match request.visitor_geohash {
             Some(visitor) if agents.geo_valid[i] != 0 => {
-                f64::from(common_geohash_chars(visitor, agents.geohash[i], request.geo_precision)) / precision
+                f64::from(common_geohash_chars(
+                    visitor,
+                    agents.geohash[i],
+                    request.geo_precision,
+                )) / precision
             }
             _ => 0.0,
         };
         let sent = 1.0 - request.p_neg * (1.0 - f64::from(agents.deesc[i]));
-        let skill = if wants_skill { scratch.credit[i] } else { request.no_skill_value };
+        let skill = if wants_skill {
+            scratch.credit[i]
+        } else {
+            request.no_skill_value
+        };
         let load_term = 1.0 - f64::from(load) / f64::from(capacity);
         let last_assigned = agents.last_assigned[i];
         let fair = ((request.now - last_assigned) / request.fairness_horizon_s).clamp(0.0, 1.0);
@@ -451,7 +473,12 @@ fn scan(
             last_assigned,
         });
     }
-    ScoreOutcome { top: top.items, excluded_counts, excluded_sample, eligible }
+    ScoreOutcome {
+        top: top.items,
+        excluded_counts,
+        excluded_sample,
+        eligible,
+    }
 }
 
 /// [`Exclusion`] by code, for turning a mask bit back into the enum.
@@ -510,7 +537,13 @@ mod tests {
         }
     }
 
-    const WEIGHTS: Weights = Weights { geo: 0.3, sentiment: 0.2, skill: 0.5, load: 0.1, fairness: 0.05 };
+    const WEIGHTS: Weights = Weights {
+        geo: 0.3,
+        sentiment: 0.2,
+        skill: 0.5,
+        load: 0.1,
+        fairness: 0.05,
+    };
 
     fn request(skill_path: &[i32]) -> ScoreRequest<'_> {
         ScoreRequest {
@@ -538,17 +571,27 @@ mod tests {
         let outcome = score_candidates(
             &shard.columns(),
             skills,
-            &mut SkillScratch { credit: &mut credit, depth: &mut depth },
+            &mut SkillScratch {
+                credit: &mut credit,
+                depth: &mut depth,
+            },
             &candidates,
             request,
             &WEIGHTS,
         )
         .unwrap();
-        assert!(credit.iter().all(|&c| c == 0.0) && depth.iter().all(|&d| d == 0), "scratch restored");
+        assert!(
+            credit.iter().all(|&c| c == 0.0) && depth.iter().all(|&d| d == 0),
+            "scratch restored"
+        );
         outcome
     }
 
-    const NO_SKILLS: SkillIndex<'static> = SkillIndex { indptr: &[0], agents: &[], proficiency: &[] };
+    const NO_SKILLS: SkillIndex<'static> = SkillIndex {
+        indptr: &[0],
+        agents: &[],
+        proficiency: &[],
+    };
 
     #[test]
     fn geohash_prefix_counts_whole_characters() {
@@ -561,10 +604,21 @@ mod tests {
     fn partial_credit_for_ancestor_skill() {
         // Nodes: 0 = billing (depth 1), 1 = billing/refund (2), 2 = billing/refund/card (3).
         // Agent 0 holds billing at 0.9, agent 1 holds the exact skill at 0.6, agent 2 nothing.
-        let skills = SkillIndex { indptr: &[0, 1, 1, 2], agents: &[0, 1], proficiency: &[0.9, 0.6] };
+        let skills = SkillIndex {
+            indptr: &[0, 1, 1, 2],
+            agents: &[0, 1],
+            proficiency: &[0.9, 0.6],
+        };
         let shard = Shard::uniform(3);
         let outcome = run(&shard, &skills, &request(&[0, 1, 2]));
-        let skill_of = |index: i32| outcome.top.iter().find(|c| c.index == index).unwrap().factors[2];
+        let skill_of = |index: i32| {
+            outcome
+                .top
+                .iter()
+                .find(|c| c.index == index)
+                .unwrap()
+                .factors[2]
+        };
         assert!((skill_of(0) - 0.9 / 3.0).abs() < 1e-7);
         assert!((skill_of(1) - 0.6).abs() < 1e-7);
         assert_eq!(skill_of(2), 0.0);
@@ -614,13 +668,20 @@ mod tests {
         let n = 4;
         let mut credit = vec![0.0; n];
         let mut depth = vec![0u8; n];
-        let weights = Weights { load: 0.0, fairness: 0.0, ..WEIGHTS };
+        let weights = Weights {
+            load: 0.0,
+            fairness: 0.0,
+            ..WEIGHTS
+        };
         let mut req = request(&[]);
         req.top_k = 4;
         let outcome = score_candidates(
             &shard.columns(),
             &skills,
-            &mut SkillScratch { credit: &mut credit, depth: &mut depth },
+            &mut SkillScratch {
+                credit: &mut credit,
+                depth: &mut depth,
+            },
             &[3, 2, 1, 0],
             &req,
             &weights,
@@ -635,7 +696,10 @@ mod tests {
         let shard = Shard::uniform(2);
         let mut credit = vec![0.0; 2];
         let mut depth = vec![0u8; 2];
-        let mut scratch = SkillScratch { credit: &mut credit, depth: &mut depth };
+        let mut scratch = SkillScratch {
+            credit: &mut credit,
+            depth: &mut depth,
+        };
         let columns = shard.columns();
         let req = request(&[]);
         assert_eq!(
@@ -644,10 +708,21 @@ mod tests {
         );
         let bad_node = request(&[7]);
         assert_eq!(
-            score_candidates(&columns, &NO_SKILLS, &mut scratch, &[0], &bad_node, &WEIGHTS),
+            score_candidates(
+                &columns,
+                &NO_SKILLS,
+                &mut scratch,
+                &[0],
+                &bad_node,
+                &WEIGHTS
+            ),
             Err(RoutingError::SkillNodeOutOfRange(7))
         );
-        let corrupt = SkillIndex { indptr: &[0, 1], agents: &[9], proficiency: &[1.0] };
+        let corrupt = SkillIndex {
+            indptr: &[0, 1],
+            agents: &[9],
+            proficiency: &[1.0],
+        };
         let path = request(&[0]);
         assert_eq!(
             score_candidates(&columns, &corrupt, &mut scratch, &[0], &path, &WEIGHTS),

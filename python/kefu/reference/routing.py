@@ -10,9 +10,9 @@ Two implementations with the native signature and results:
 Both perform the kernel's floating-point operations in the kernel's order, in float64, so scores
 are bit-identical and tie-breaks agree (higher score, lower load ratio, longer idle, lower index).
 Return value: ``(top, excluded_counts, excluded_sample, eligible)`` with ``top`` a list of
-``(index, score, geo, sent, skill, load, fair)`` best first, ``excluded_counts`` a 6-tuple by
-reason code (0 not online, 1 other site, 2 excluded, 3 at capacity, 4 language, 5 skill) and
-``excluded_sample`` the first ``(index, reason_code)`` pairs in candidate order.
+``(index, score, geo, sent, skill, load, fair)`` best first, ``excluded_counts`` a list of 6
+counts by reason code (0 not online, 1 other site, 2 excluded, 3 at capacity, 4 language,
+5 skill) and ``excluded_sample`` the first ``(index, reason_code)`` pairs in candidate order.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ EXCLUSION_REASON_COUNT = 6
 MAX_TOP_K = 64
 
 RankedRow = tuple[int, float, float, float, float, float, float]
-ScoreResult = tuple[list[RankedRow], tuple[int, ...], list[tuple[int, int]], int]
+ScoreResult = tuple[list[RankedRow], list[int], list[tuple[int, int]], int]
 
 # bit_length(x) for uint64 x is the number of powers of two <= x.
 _POWERS_OF_TWO = np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64))
@@ -148,7 +148,7 @@ def score_agents_naive(
         ranked.append((key, (candidate, score, geo, sent, skill, load_term, fair)))
     ranked.sort(key=lambda item: item[0])
     eligible = len(ranked)
-    return [row for _, row in ranked[:top_k]], tuple(counts), sample, eligible
+    return [row for _, row in ranked[:top_k]], counts, sample, eligible
 
 
 def score_agents_numpy(
@@ -259,4 +259,4 @@ def score_agents_numpy(
          float(load_term[i]), float(fair[i]))
         for i in order
     ]
-    return top, tuple(counts), sample, len(chosen)
+    return top, counts, sample, len(chosen)

@@ -9,25 +9,23 @@ default is the native kernel.
 
 Events → outcomes (``Outcome`` = `Assign` | `Queued` | `QueuePosition` | `Rejected`):
 
-====================================================  ===============================================
-``agent_online(profile, now)``                         register or update the agent, mark it online,
-                                                       drain the queue → ``list[Outcome]``
-``agent_updated(profile, now)``                        new skills/capacity/...; may drain → list
-``agent_away(agent_id, now)``                          no new chats; un-accepted offers re-routed
-``agent_offline(agent_id, now)``                       as away, and active chats re-routed too when
-                                                       ``reroute_active_on_offline``
-``agent_removed(agent_id, now)``                       forget the agent (index reused); all its chats
-                                                       re-routed
-``conversation_opened(request, now)``                  → `Assign` | `Queued` | `Rejected`
-``conversation_accepted(conv_id, agent_id, now)``      → bool (False: stale, the offer moved on)
-``conversation_closed(conv_id, now)``                  frees capacity, drains the queue → list
-``transfer(conv_id, now, to_agent=, to_skill=,``      → `Assign` | `Queued` | `Rejected`
-``         from_agent=)``
-``sentiment_changed(conv_id, p_neg, now)``             escalation to a better de-escalator → list
-``tick(now)``                                          accept timeouts, ring relaxation, queue
-                                                       positions/ETAs → list
-``queue_position(conv_id)``                            → (position, eta_s) or None
-====================================================  ===============================================
+- ``agent_online(profile, now) -> list``: register or update the agent, mark it online, drain
+  the queue.
+- ``agent_updated(profile, now) -> list``: new skills/capacity/...; may drain the queue.
+- ``agent_away(agent_id, now) -> list``: no new chats; un-accepted offers are re-routed.
+- ``agent_offline(agent_id, now) -> list``: as away, and active chats are re-routed too when
+  ``reroute_active_on_offline``.
+- ``agent_removed(agent_id, now) -> list``: forget the agent (its index is reused); all its chats
+  are re-routed.
+- ``conversation_opened(request, now) -> Assign | Queued | Rejected``.
+- ``conversation_accepted(conv_id, agent_id, now) -> bool`` (False: stale, the offer moved on).
+- ``conversation_closed(conv_id, now) -> list``: frees capacity, drains the queue.
+- ``transfer(conv_id, now, *, to_agent=None, to_skill=None, from_agent=None)
+  -> Assign | Queued | Rejected``.
+- ``sentiment_changed(conv_id, p_neg, now) -> list``: escalation to a better de-escalator.
+- ``tick(now) -> list``: accept timeouts, ring relaxation, queue position/ETA updates.
+- ``queue_position(conv_id) -> (position, eta_s) | None``; ``assigned_agent(conv_id)``,
+  ``agent_load(agent_id)`` for inspection.
 
 Model (docs/routing.md): sticky/preferred agent first; then the native kernel
 (`kefu.compiled.score_agents`) applies the hard filters (online, site, excluded, capacity, language,

@@ -53,7 +53,8 @@ def new_epoch() -> str:
 
 
 def dump_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON; NaN and ±Infinity raise ValueError (not JSON, and PostgreSQL's jsonb refuses them)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def load_json(text: str) -> Any:

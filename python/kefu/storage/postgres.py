@@ -1,15 +1,15 @@
 """PostgreSQL storage (at scale: several server processes and hosts share one database), via asyncpg.
 
 Same contract as the SQLite backend; what differs is how correctness holds across processes:
-- `seq`: `UPDATE conversations SET last_seq = last_seq + 1 … RETURNING last_seq` inside the storing
-  transaction. The row lock it takes serialises every writer of that conversation until commit, on
-  any host, so seqs are gap-free and unique.
-- idempotency: `INSERT … ON CONFLICT (conv, sender_id, cmid) DO NOTHING`; on a conflict the seq just
-  taken is given back (the row lock is still held, nobody took a later one) and the original row is
-  returned.
+- `seq` and idempotency: the storing transaction first locks the rows of the conversations it writes
+  to (`SELECT … FOR NO KEY UPDATE`, in id order), which serialises every writer of a conversation
+  until commit, on any host. Under that lock it reads which (conv, sender_id, cmid) already exist
+  (their original seq/ts is the answer to a retry, and they take no seq), gives each new message
+  `last_seq` + its rank within the conversation, raises `last_seq` and inserts. The unique
+  constraint on (conv, sender_id, cmid) stays as the backstop.
 - group commit: appends arriving while a batch commits are collected and committed together by ONE
-  call of a PL/pgSQL function (one round trip, one WAL flush for the whole batch). Messages are locked
-  in ascending conversation order so that batches of different processes never deadlock; within one
+  set-based call of the PL/pgSQL function `kefu_append_batch` (one round trip, one WAL flush for the
+  whole batch). Locking in id order means batches of different processes never deadlock; within one
   conversation the arrival order is kept. One batch is in flight per process, so a process's appends
   get seqs in the order they were made.
 - durability: `synchronous_commit = off` may lose "committed" transactions on a crash, so a
@@ -136,38 +136,59 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             ts double precision NOT NULL,
             decision jsonb NOT NULL)""",
         "CREATE INDEX routing_decisions_by_conv ON routing_decisions(conv, id)",
-        # One round trip per batch. The output columns are prefixed so they never shadow table columns.
+        # One round trip per batch, set-based. First lock the batch's conversations in id order: from
+        # then on nobody else adds messages to them until commit, and batches of different processes
+        # cannot deadlock. The next statement's snapshot therefore sees every stored cmid; new messages
+        # (first copy of each key, known conversation) get last_seq + their rank within the
+        # conversation, in batch order. Outcome per input row, in input order: 0 stored, 1 a retry
+        # (the original seq/ts), 2 no such conversation. Output columns are prefixed so they never
+        # shadow table columns.
         """CREATE FUNCTION kefu_append_batch(
                 p_conv bigint[], p_cmid text[], p_sender_id text[], p_sender_role text[], p_sender_name text[],
                 p_body text[], p_kind text[], p_meta text[], p_ts double precision[])
             RETURNS TABLE (out_outcome smallint, out_seq bigint, out_ts double precision)
             LANGUAGE plpgsql AS $$
-            DECLARE
-                i integer;
-                next_seq bigint;
             BEGIN
-                FOR i IN 1 .. coalesce(array_length(p_conv, 1), 0) LOOP
-                    UPDATE conversations SET last_seq = last_seq + 1 WHERE id = p_conv[i]
-                        RETURNING last_seq INTO next_seq;
-                    IF NOT FOUND THEN
-                        out_outcome := 2; out_seq := NULL; out_ts := NULL;
-                        RETURN NEXT;
-                        CONTINUE;
-                    END IF;
+                PERFORM 1 FROM conversations WHERE id = ANY(p_conv) ORDER BY id FOR NO KEY UPDATE;
+                RETURN QUERY
+                WITH input AS (
+                    SELECT i.*, row_number() OVER (PARTITION BY i.conv, i.sender_id, i.cmid ORDER BY i.idx) AS copy
+                    FROM unnest(p_conv, p_cmid, p_sender_id, p_sender_role, p_sender_name, p_body, p_kind,
+                                p_meta, p_ts)
+                        WITH ORDINALITY AS i(conv, cmid, sender_id, sender_role, sender_name, body, kind, meta,
+                                             ts, idx)
+                ),
+                classified AS (
+                    SELECT input.*, c.last_seq AS base_seq, c.id IS NOT NULL AS known,
+                           m.seq AS old_seq, m.ts AS old_ts
+                    FROM input
+                    LEFT JOIN conversations c ON c.id = input.conv
+                    LEFT JOIN messages m
+                        ON m.conv = input.conv AND m.sender_id = input.sender_id AND m.cmid = input.cmid
+                ),
+                fresh AS (
+                    SELECT classified.*, base_seq + row_number() OVER (PARTITION BY conv ORDER BY idx) AS new_seq
+                    FROM classified WHERE known AND old_seq IS NULL AND copy = 1
+                ),
+                bumped AS (
+                    UPDATE conversations c SET last_seq = c.last_seq + added.n
+                    FROM (SELECT conv, count(*) AS n FROM fresh GROUP BY conv) added
+                    WHERE c.id = added.conv
+                ),
+                inserted AS (
                     INSERT INTO messages (conv, seq, cmid, sender_id, sender_role, sender_name, body, kind, meta, ts)
-                        VALUES (p_conv[i], next_seq, p_cmid[i], p_sender_id[i], p_sender_role[i], p_sender_name[i],
-                                p_body[i], p_kind[i], p_meta[i]::jsonb, p_ts[i])
-                        ON CONFLICT ON CONSTRAINT messages_idempotency DO NOTHING;
-                    IF FOUND THEN
-                        out_outcome := 0; out_seq := next_seq; out_ts := p_ts[i];
-                    ELSE
-                        UPDATE conversations SET last_seq = last_seq - 1 WHERE id = p_conv[i];
-                        SELECT m.seq, m.ts INTO out_seq, out_ts FROM messages m
-                            WHERE m.conv = p_conv[i] AND m.sender_id = p_sender_id[i] AND m.cmid = p_cmid[i];
-                        out_outcome := 1;
-                    END IF;
-                    RETURN NEXT;
-                END LOOP;
+                    SELECT conv, new_seq, cmid, sender_id, sender_role, sender_name, body, kind, meta::jsonb, ts
+                    FROM fresh
+                )
+                SELECT (CASE WHEN NOT cl.known THEN 2 WHEN mine.new_seq IS NOT NULL THEN 0 ELSE 1 END)::smallint,
+                       coalesce(mine.new_seq, cl.old_seq, first_copy.new_seq),
+                       coalesce(mine.ts, cl.old_ts, first_copy.ts)
+                FROM classified cl
+                LEFT JOIN fresh mine ON mine.idx = cl.idx
+                LEFT JOIN fresh first_copy
+                    ON first_copy.conv = cl.conv AND first_copy.sender_id = cl.sender_id
+                    AND first_copy.cmid = cl.cmid
+                ORDER BY cl.idx;
             END
             $$""",
     ),
@@ -523,24 +544,22 @@ class PostgresStorage(Storage):
             self._batch_task = None
 
     async def _commit_batch(self, batch: list[_PendingAppend]) -> None:
-        # Lock order = ascending conversation id, so concurrent batches (other processes) cannot
-        # deadlock; sorted() is stable, so one conversation's messages keep their arrival order.
-        ordered = sorted(batch, key=lambda pending: pending[0].conv)
+        # kefu_append_batch locks the conversations in id order itself; seqs follow the batch order.
         try:
-            rows = await self._run(lambda conn: conn.fetch(_APPEND_BATCH_SQL, *_batch_columns(ordered)))
+            rows = await self._run(lambda conn: conn.fetch(_APPEND_BATCH_SQL, *_batch_columns(batch)))
         except Exception as exc:  # noqa: BLE001 - sorted out below; every caller gets an answer
             cause = exc.__cause__ if isinstance(exc, StorageError) else exc
-            if len(ordered) > 1 and not isinstance(cause, _CONNECTION_ERRORS):
+            if len(batch) > 1 and not isinstance(cause, _CONNECTION_ERRORS):
                 # The batch was refused for something in it: one message per transaction, so only the
                 # offending message fails.
-                for pending in ordered:
+                for pending in batch:
                     await self._commit_batch([pending])
                 return
-            for _, _, _, future in ordered:
-                keep = len(ordered) == 1 and isinstance(exc, (StorageError, ValueError))
+            for _, _, _, future in batch:
+                keep = len(batch) == 1 and isinstance(exc, (StorageError, ValueError))
                 _settle(future, None, exc if keep else c.storage_error(cause or exc))
             return
-        for (msg, _, _, future), (outcome, seq, ts) in zip(ordered, rows, strict=True):
+        for (msg, _, _, future), (outcome, seq, ts) in zip(batch, rows, strict=True):
             if outcome == _NO_CONVERSATION:
                 _settle(future, None, NotFound(f"conversation {msg.conv}"))
             else:

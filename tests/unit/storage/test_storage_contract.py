@@ -35,6 +35,7 @@ from kefu.storage import (
     Storage,
     StorageError,
     Visitor,
+    _common,
     open_storage,
 )
 from kefu.storage.postgres import PostgresStorage
@@ -260,12 +261,38 @@ async def test_unstorable_text_is_refused_as_bad_input_without_failing_others(st
                    text="t", meta={"k": "\x00"}),
         NewMessage(conv=conv.id, cmid="m2", sender_id=conv.visitor_id, sender_role="visitor", sender_name=None,
                    text="t", meta={"k": ["\ud800"]}),
+        NewMessage(conv=conv.id, cmid="m3", sender_id=conv.visitor_id, sender_role="visitor", sender_name=None,
+                   text="t", meta={"k": float("nan")}),
     ]
     good = [message(conv, f"ok{i}", text="fine ✓") for i in range(5)]
     results = await asyncio.gather(*(storage.append_message(m) for m in [*bad, *good]), return_exceptions=True)
     assert all(isinstance(r, ValueError) for r in results[: len(bad)])
     assert [r.seq for r in results[len(bad):]] == [1, 2, 3, 4, 5]
     assert [m.cmid for m in await storage.messages_after(conv.id, 0, 10)] == [m.cmid for m in good]
+
+
+async def test_postgres_message_the_database_refuses_fails_alone(
+    pg_database_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If PostgreSQL refuses one message of a batch, the others are still stored (one per transaction)."""
+    store = PostgresStorage(await fresh_schema_dsn(pg_database_dsn))
+    await store.open()
+    try:
+        (conv,) = await make_conversations(store, 1)
+        vetted = _common.check_storable_message
+
+        def let_invalid_json_through(msg: NewMessage) -> str:  # what the real check would stop
+            return "{not json" if msg.cmid == "refused" else vetted(msg)
+
+        monkeypatch.setattr(_common, "check_storable_message", let_invalid_json_through)
+        sends = [message(conv, f"m{i}") for i in range(6)]
+        sends.insert(3, message(conv, "refused"))
+        results = await asyncio.gather(*(store.append_message(m) for m in sends), return_exceptions=True)
+        assert isinstance(results[3], StorageError)
+        assert [r.seq for i, r in enumerate(results) if i != 3] == [1, 2, 3, 4, 5, 6]
+        assert [m.seq for m in await store.messages_after(conv.id, 0, 10)] == [1, 2, 3, 4, 5, 6]
+    finally:
+        await store.close()
 
 
 # --- conversations -------------------------------------------------------------------------------
