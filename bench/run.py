@@ -176,7 +176,7 @@ def _ratio_rows(reports: dict[str, ScenarioReport]) -> list[dict]:
         for rate_row in rates:
             same = _by_target(reports["chat"].rows, kind="rate", offered=rate_row["offered"])
             add(f"delivery p99 at {rate_row['offered']:,} msg/s (ms; ratio = peer/Kefu)",
-                {k: v.get("delivery_p99") for k, v in same.items()}, lambda v: f"{v / 1000:.2f}", False)
+                {k: v.get("delivery_p99") for k, v in same.items()}, lambda v: f"{v / 1000:,.2f}", False)
             add(f"server CPU µs/msg at {rate_row['offered']:,} msg/s (ratio = peer/Kefu)",
                 {k: v.get("server_us_per_msg") for k, v in same.items()}, lambda v: f"{v:.1f}", False)
     if "supervisor" in reports:
@@ -184,7 +184,7 @@ def _ratio_rows(reports: dict[str, ScenarioReport]) -> list[dict]:
         for offered in sorted({row["offered"] for row in rows}):
             same = _by_target(rows, offered=offered)
             add(f"supervisor delivery p99 at {offered:,} msg/s (ms; ratio = peer/Kefu)",
-                {k: v.get("delivery_p99") for k, v in same.items()}, lambda v: f"{v / 1000:.2f}", False)
+                {k: v.get("delivery_p99") for k, v in same.items()}, lambda v: f"{v / 1000:,.2f}", False)
     if "idle" in reports:
         add("idle server memory KiB/conn (ratio = peer/Kefu)",
             {row["target"]: row.get("rss_per_conn") for row in reports["idle"].rows}, lambda v: f"{v / 1024:.1f}", False)
@@ -262,13 +262,13 @@ def _target_rows(reports: dict[str, ScenarioReport]) -> list[dict]:
         rate = common_rates[-1]
         k, g = kefu_rates[rate]["delivery_p99"], go_rates[rate]["delivery_p99"]
         rows.append({"target": "ahead of the Go hub on p99", "measured":
-                     f"at {rate:,} msg/s: Kefu {k / 1000:.2f} ms vs Go {g / 1000:.2f} ms" if k and g else "–",
+                     f"at {rate:,} msg/s: Kefu {k / 1000:,.2f} ms vs Go {g / 1000:,.2f} ms" if k and g else "–",
                      "verdict": verdict(k < g if k and g else None)})
     two_core = {row["offered"]: row for row in chat_rows if row["target"] == "kefu-2c"}
     if 10_000 in two_core and two_core[10_000].get("delivery_p99"):
         p99 = two_core[10_000]["delivery_p99"]
         rows.append({"target": "p99 delivery < 10 ms at 10k msg/s on 2 cores with storage",
-                     "measured": f"{p99 / 1000:.2f} ms (missing {two_core[10_000]['missing']:,.0f})",
+                     "measured": f"{p99 / 1000:,.2f} ms (missing {two_core[10_000]['missing']:,.0f})",
                      "verdict": verdict(p99 < 10_000 and not two_core[10_000]["missing"])})
     else:
         rows.append({"target": "p99 delivery < 10 ms at 10k msg/s on 2 cores with storage", "measured": "–",

@@ -87,7 +87,9 @@ def _cold_start_ms() -> tuple[float, float]:
     )
     runs = []
     for _ in range(5):
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"cold-start probe failed:\n{out.stderr}")
         runs.append(tuple(map(float, out.stdout.split())))
     imports, loads = zip(*runs, strict=True)
     return float(np.median(imports)), float(np.median(loads))

@@ -1,6 +1,6 @@
 """Storage micro-benchmark: durable (acknowledged) appends per second and append latency.
 
-    python -m bench.storage [--seconds 2.5] [--pg-dsn postgresql://postgres@127.0.0.1:5432/test]
+    python -m bench.storage [--smoke | --quick | --full | --seconds S] [--pg-dsn postgresql://…]
 
 For SQLite synchronous=FULL, SQLite synchronous=NORMAL and PostgreSQL (synchronous_commit=on), with 1,
 64 and 1024 concurrent appenders over 100 conversations, each appender loops: append, wait for the
@@ -268,8 +268,15 @@ async def main(seconds: float, pg_dsn: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=2.5, help="measured seconds per row (default 2.5)")
+    profile = parser.add_mutually_exclusive_group()
+    profile.add_argument("--smoke", action="store_const", dest="seconds", const=0.3,
+                         help="0.3 s per row: checks that it runs (~10 s)")
+    profile.add_argument("--quick", action="store_const", dest="seconds", const=2.0,
+                         help="2 s per row, the default (~30 s)")
+    profile.add_argument("--full", action="store_const", dest="seconds", const=6.0, help="6 s per row (~75 s)")
+    profile.add_argument("--seconds", type=float, dest="seconds", help="measured seconds per row")
     parser.add_argument("--pg-dsn", default=os.environ.get("KEFU_TEST_PG_DSN",
                                                            "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.set_defaults(seconds=2.0)
     arguments = parser.parse_args()
     uvloop.run(main(arguments.seconds, arguments.pg_dsn))

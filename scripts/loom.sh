@@ -2,7 +2,8 @@
 # Model-checks the lock-free MPMC ring (native/queue) with loom: every interleaving of small scenarios
 # within a preemption bound (LOOM_MAX_PREEMPTIONS, default 3 in tests/loom.rs).
 # `--cfg loom` changes every crate's build, so it gets its own target dir instead of invalidating the
-# shared one. Usage: scripts/loom.sh [extra cargo test args, e.g. a test name]
+# shared one. The models take ~2 s; a cold build of loom and its dependencies ~50 s on 2 cores.
+# Usage: scripts/loom.sh [extra cargo test args, e.g. a test name]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTFLAGS="${RUSTFLAGS:-} --cfg loom"

@@ -407,6 +407,7 @@ static void parse_frames(conn_t *c, uint64_t received) {
         }
         off += h + (uint32_t)len;
     }
+    if (c->fd < 0) return; /* a handler closed the connection; its buffer is already reset */
     if (off) {
         memmove(c->rbuf, c->rbuf + off, c->rlen - off);
         c->rlen -= off;

@@ -28,7 +28,7 @@ from kefu.config import Config
 from kefu.http.api import Api, SiteCache
 from kefu.metrics import Metrics
 from kefu.realtime.hub import Hub
-from kefu.realtime.least_loaded import LeastLoadedRouter
+from kefu.routing import RoutingConfig, RoutingEngine
 from kefu.storage.base import Storage
 
 log = logging.getLogger("kefu.server")
@@ -131,7 +131,8 @@ class Server:
         sites = SiteCache(self.storage)
         await sites.reload()
         bus = open_bus(config.redis_url)
-        self.hub = Hub(config, self.storage, bus, LeastLoadedRouter(), self.metrics,
+        router = RoutingEngine(RoutingConfig(accept_timeout_s=config.accept_timeout_s))
+        self.hub = Hub(config, self.storage, bus, router, self.metrics,
                        sentiment=load_sentiment())
         await self.hub.start()
         self._ws_server = await ws_create_server(

@@ -17,17 +17,19 @@ async def agent_session(api: Api, **fields) -> dict:
 
 
 async def assigned_pair(api: Api, *, binary_visitor=False, binary_agent=False, capacity=50):
-    """An online agent (alone on its own site's queue? no: the demo site) and a visitor whose new
-    conversation was assigned to it. Returns (visitor client, agent client, conv id)."""
-    agent_login = await agent_session(api, capacity=capacity)
+    """An online agent and a visitor whose new conversation the router assigned to it: the agent
+    holds a skill nobody else has and the visitor asks for it, so the choice is deterministic.
+    Returns (visitor client, agent client, conv id, agent login)."""
+    skill = f"test/{uuid.uuid4().hex[:10]}"
+    agent_login = await agent_session(api, capacity=capacity, skills={skill: 1.0})
     agent = await Client.connect(agent_login, binary=binary_agent)
     visitor = await Client.connect(await api.visitor(), binary=binary_visitor)
-    await visitor.send({"t": "open", "text": "hello, I need help"})
+    await visitor.send({"t": "open", "text": "hello, I need help", "tags": [skill]})
     conv_frame = await visitor.expect("conv")
     conv = conv_frame["conv"]
     assigned = await agent.expect("conv", conv=conv)
     assert assigned["state"] == "assigned" and assigned["agent"] == agent_login["agent_id"]
-    assert "why" in assigned
+    assert assigned["why"]["top"][0]["skill"] == 1.0
     await agent.send({"t": "accept", "conv": conv})
     return visitor, agent, conv, agent_login
 

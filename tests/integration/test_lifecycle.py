@@ -8,14 +8,15 @@ from test_delivery import agent_session, assigned_pair
 
 
 async def test_queue_then_assignment_when_capacity_frees(tmp_path_factory) -> None:
-    proc = start_server(tmp_path_factory)
+    proc = start_server(tmp_path_factory, KEFU_PONG_TIMEOUT_S="3")  # the router ticks every second
     try:
         api = Api(proc)
         first = await Client.connect(await api.visitor())
         second = await Client.connect(await api.visitor())
         await first.send({"t": "open", "text": "first in line"})
         queued = await first.expect("conv")
-        assert queued["state"] == "queued" and queued["position"] == 1 and queued["eta_s"] > 0
+        # No agent online: a position, but no ETA to promise.
+        assert queued["state"] == "queued" and queued["position"] == 1 and "eta_s" not in queued
         await second.send({"t": "open"})
         assert (await second.expect("conv"))["position"] == 2
         # The visitor may write while waiting; the message is stored and delivered on assignment.
@@ -29,7 +30,10 @@ async def test_queue_then_assignment_when_capacity_frees(tmp_path_factory) -> No
         assert history == ["first in line", "still there?"]
         assert (await agent.expect("replayed", conv=queued["conv"]))["last_seq"] == 2
         assert (await first.expect("conv", state="assigned"))["agent"] == login["agent_id"]
-        # Capacity 1: the second visitor waits until the first conversation closes.
+        # Capacity 1: the second visitor moves to the head of the queue, now with an ETA, and waits
+        # until the first conversation closes.
+        update = await second.expect("conv", state="queued", position=1, timeout=10)
+        assert update["eta_s"] > 0
         assert not [f for f in await second.quiet(0.3) if f.get("state") == "assigned"]
         await agent.send({"t": "close", "conv": queued["conv"]})
         await first.expect("conv", state="closed")
@@ -77,3 +81,40 @@ async def test_visitors_cannot_do_agent_actions(api: Api) -> None:
     assert (await agent.expect("error"))["code"] == "not_found"
     await agent.send({"t": "transfer", "conv": conv})
     assert (await agent.expect("error"))["code"] == "bad_frame"
+
+
+async def test_unaccepted_offer_is_rerouted_after_the_accept_timeout(tmp_path_factory) -> None:
+    proc = start_server(tmp_path_factory, KEFU_ACCEPT_TIMEOUT_S="1", KEFU_PONG_TIMEOUT_S="3")
+    try:
+        api = Api(proc)
+        logins = [await agent_session(api, skills={"billing/refund": 1.0}) for _ in range(2)]
+        agents = [await Client.connect(login) for login in logins]
+        visitor = await Client.connect(await api.visitor())
+        await visitor.send({"t": "open", "text": "refund please", "tags": ["billing/refund"]})
+        first = await visitor.expect("conv", state="assigned")
+        index = [login["agent_id"] for login in logins].index(first["agent"])
+        sleeper, other = agents[index], agents[1 - index]
+        # The first agent never accepts; after the timeout the other one gets the offer.
+        offered = await other.expect("conv", conv=first["conv"], timeout=10)
+        assert offered["why"]["reason"] == "reroute:accept_timeout"
+        assert offered["agent"] == logins[1 - index]["agent_id"]
+        assert (await sleeper.expect("conv", conv=first["conv"], state="transferred"))["agent"] == offered["agent"]
+        await visitor.expect("conv", state="transferred", agent=offered["agent"])
+        await sleeper.send({"t": "send", "conv": first["conv"], "cmid": "late", "text": "sorry, here now"})
+        assert (await sleeper.expect("error"))["code"] == "not_found"
+    finally:
+        proc.stop()
+
+
+async def test_returning_visitor_goes_back_to_its_last_agent(api: Api) -> None:
+    visitor, agent, conv, agent_login = await assigned_pair(api)
+    rival = await Client.connect(await agent_session(api))  # idle the longest from now on
+    await agent.send({"t": "close", "conv": conv})
+    await visitor.expect("conv", conv=conv, state="closed")
+    again = await Client.connect(await api.visitor(visitor.welcome["who"]["id"]))
+    await again.send({"t": "open", "text": "me again"})
+    reopened = await again.expect("conv", state="assigned")
+    assert reopened["conv"] != conv and reopened["agent"] == agent_login["agent_id"]
+    offered = await agent.expect("conv", conv=reopened["conv"])
+    assert offered["why"]["reason"] in ("preferred", "sticky")  # last agent, from storage or memory
+    assert not [f for f in await rival.quiet(0.2) if f.get("conv") == reopened["conv"]]

@@ -38,6 +38,7 @@ class Connection:
     state: Any
     last_rx: float
     ping_outstanding: bool
+    ping_sent_at: float
     frames_in: int
     frames_out: int
     @property

@@ -83,6 +83,7 @@ cdef class Connection(WSListener):
     cdef public object state
     cdef public double last_rx
     cdef public bint ping_outstanding
+    cdef public double ping_sent_at
 
     cdef bytearray _fragments
     cdef WSMsgType _fragment_type
@@ -255,8 +256,10 @@ cdef class Connection(WSListener):
         return self.send_frame(frame)
 
     def send_ping(self):
+        """Ask the peer for a sign of life; any frame it sends clears `ping_outstanding`."""
         if not self.closed and self.transport is not None:
             self.ping_outstanding = True
+            self.ping_sent_at = _monotonic()
             self.transport.send_ping()
 
     def close(self, int code=1000, bytes reason=b"", bint graceful=True):

@@ -28,8 +28,11 @@ from kefu.bus import Bus, BusEvent
 from kefu.config import Config
 from kefu.metrics import Metrics
 from kefu.realtime import frames as F
-from kefu.realtime.assignment import AgentInfo, Assigned, Outcome, Queued, RouteRequest, Router
 from kefu.realtime.frames import ProtocolError
+from kefu.routing.skills import parse_skill_path
+from kefu.routing import (
+    AgentProfile, Assign, Outcome, Queued, QueuePosition, Rejected, RouteRequest, RoutingEngine,
+)
 from kefu.storage.base import (
     Agent, Conversation, NewMessage, NotFound, Storage, StorageError, StoredMessage,
 )
@@ -37,6 +40,10 @@ from kefu.storage.base import (
 log = logging.getLogger("kefu.hub")
 
 OPEN_STATES = ("queued", "assigned", "transferred")
+# Agents' de-escalation proficiency (for angry visitors) is this skill's level; 0.5 when unset.
+DEESCALATION_SKILL = "deescalation"
+# Transfer refusals of the router, as protocol errors.
+TRANSFER_ERRORS = {"unknown_agent": "not_found", "not_assigned_to_sender": "conflict"}
 # How long a seq gap in live fan-out may wait for its message before storage fills it.
 GAP_FILL_DELAY_S = 0.5
 
@@ -58,11 +65,10 @@ class ConvRuntime:
     fanned_seq: int  # highest seq written to live subscribers
     pending: dict[int, dict[str, Any]] = field(default_factory=dict)  # seq → msg frame, out of order
     gap_timer: asyncio.TimerHandle | None = None
-    accepted: bool = False
 
 
 class Hub:
-    def __init__(self, config: Config, storage: Storage, bus: Bus, router: Router, metrics: Metrics,
+    def __init__(self, config: Config, storage: Storage, bus: Bus, router: RoutingEngine, metrics: Metrics,
                  *, sentiment: Callable[[str], float] | None = None) -> None:
         self.config = config
         self.storage = storage
@@ -95,6 +101,14 @@ class Hub:
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         self._epoch = await self.storage.epoch()
+        for site in await self.storage.list_sites():
+            if site.routing:
+                self.router.set_site_config(site.id, site.routing)
+        # Conversations still waiting from before a restart go back into the queue, oldest first.
+        waiting = await self.storage.list_conversations(states=("queued",), limit=100_000)
+        for conv in sorted(waiting, key=lambda c: c.created_at):
+            self.router.conversation_opened(RouteRequest(conv_id=conv.id, site_id=conv.site_id,
+                                                         visitor_id=conv.visitor_id), time.time())
         await self.bus.start(self._on_bus_event)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
@@ -411,7 +425,7 @@ class Hub:
         if not created:
             position = self.router.queue_position(conv.id) if conv.state == "queued" else None
             conn.send_frame(self._conv_frame(runtime, position=position[0] if position else None,
-                                             eta_s=round(position[1], 1) if position else None))
+                                             eta_s=_round(position[1]) if position else None))
             return
         p_neg = 0.0
         if text:
@@ -422,11 +436,10 @@ class Hub:
         visitor = await self.storage.get_visitor(principal.id)
         request = RouteRequest(
             conv_id=conv.id, site_id=principal.site_id, visitor_id=principal.id,
-            skill_path=tags[0] if tags else None, lang=visitor.lang if visitor else None,
-            visitor_geo=visitor.geo if visitor else None, p_neg=p_neg,
+            skill_path=_skill_path(tags[0]) if tags else None, lang=visitor.lang if visitor else None,
+            visitor_geo=visitor.geo if visitor else None, p_neg=min(max(p_neg, 0.0), 1.0),
             preferred_agent=visitor.last_agent_id if visitor else None)
-        outcome = self.router.conversation_opened(request, time.time())
-        await self._apply(outcome)
+        await self._apply(self.router.conversation_opened(request, time.time()))
 
     def _on_send(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> Awaitable[None]:
         conv_id = F.conv_id(frame)
@@ -524,7 +537,7 @@ class Hub:
         if runtime.conv.state == "transferred":
             runtime.conv = await self.storage.set_conversation_state(conv_id, "assigned", principal.id,
                                                                       team=runtime.conv.team)
-        runtime.accepted = True
+        # False when the router no longer tracks the offer (e.g. after a restart): storage is the truth.
         self.router.conversation_accepted(conv_id, principal.id, time.time())
         await self.storage.set_visitor_last_agent(runtime.conv.visitor_id, principal.id)
         self._broadcast(conv_id, self._conv_frame(runtime))
@@ -550,10 +563,24 @@ class Hub:
                 raise ProtocolError("not_found", "no such agent")
             if to_agent not in self.online_agents:
                 raise ProtocolError("unavailable", "that agent is offline")
+        if to_skill is not None:
+            to_skill = _skill_path(to_skill)
+            if to_skill is None:
+                raise ProtocolError("bad_frame", "'to_skill' is not a skill path")
         previous = runtime.conv.agent_id
-        outcome = self.router.transfer(conv_id, time.time(), to_agent=to_agent, to_skill=to_skill,
-                                       from_agent=previous)
-        await self._apply(outcome, transferred_from=previous)
+        now = time.time()
+        outcome = self.router.transfer(conv_id, now, to_agent=to_agent, to_skill=to_skill,
+                                       from_agent=previous if principal.role == "agent" else None)
+        if isinstance(outcome, Rejected) and outcome.reason == "unknown_conversation":
+            # The router lost it (restart): route it afresh, away from the current agent.
+            outcome = self.router.conversation_opened(RouteRequest(
+                conv_id=conv_id, site_id=runtime.conv.site_id, visitor_id=runtime.conv.visitor_id,
+                skill_path=to_skill, preferred_agent=to_agent,
+                exclude=frozenset({previous}) if previous and previous != to_agent else frozenset()), now)
+        if isinstance(outcome, Rejected):
+            code = TRANSFER_ERRORS.get(outcome.reason, "unavailable")
+            raise ProtocolError(code, f"transfer refused: {outcome.reason}")
+        await self._apply(outcome)
 
     def _on_close(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> Awaitable[None]:
         return self._close(principal, F.conv_id(frame))
@@ -577,25 +604,40 @@ class Hub:
         for outcome in outcomes:
             await self._apply(outcome)
 
-    async def _apply(self, outcome: Outcome, *, transferred_from: str | None = None) -> None:
+    async def _apply(self, outcome: Outcome) -> None:
+        """Make a routing outcome true: storage first, then the frames that announce it."""
         runtime = await self._conversation(outcome.conv_id)
-        decision = dict(outcome.decision, reason=outcome.reason)
-        await self.storage.record_routing_decision(outcome.conv_id, decision)
-        if isinstance(outcome, Queued):
-            if transferred_from is not None or runtime.conv.agent_id is not None:
-                if runtime.conv.agent_id:
-                    self._unsubscribe_principal(runtime.conv.agent_id, outcome.conv_id)
-                runtime.conv = await self.storage.set_conversation_state(outcome.conv_id, "queued", None)
-            self._broadcast(outcome.conv_id, self._conv_frame(
-                runtime, position=outcome.position, eta_s=round(outcome.eta_s, 1)))
+        if isinstance(outcome, QueuePosition):
+            if runtime.conv.state == "queued":
+                self._broadcast(outcome.conv_id, self._conv_frame(
+                    runtime, position=outcome.position, eta_s=_round(outcome.eta_s)))
             return
-        assert isinstance(outcome, Assigned)
-        previous = runtime.conv.agent_id
+        if isinstance(outcome, Rejected):
+            # Only a new conversation can be refused here (the queue is full): close it honestly.
+            decision = outcome.decision.to_dict() if outcome.decision else {"reason": outcome.reason}
+            await self.storage.record_routing_decision(outcome.conv_id, decision)
+            runtime.conv = await self.storage.set_conversation_state(outcome.conv_id, "closed", None)
+            self._broadcast(outcome.conv_id, self._conv_frame(runtime))
+            self._broadcast(outcome.conv_id, {"t": "error", "code": "unavailable",
+                                              "msg": "every agent is busy and the queue is full; try later"})
+            return
+        decision = outcome.decision.to_dict()
+        await self.storage.record_routing_decision(outcome.conv_id, decision)
+        previous = outcome.previous_agent or runtime.conv.agent_id
+        if isinstance(outcome, Queued):
+            if previous is not None:
+                self._unsubscribe_principal(previous, outcome.conv_id)
+            if runtime.conv.state != "queued":
+                runtime.conv = await self.storage.set_conversation_state(outcome.conv_id, "queued", None,
+                                                                          team=runtime.conv.team)
+            self._broadcast(outcome.conv_id, self._conv_frame(
+                runtime, position=outcome.position, eta_s=_round(outcome.eta_s)))
+            return
+        assert isinstance(outcome, Assign)
         moved = previous is not None and previous != outcome.agent_id
         state = "transferred" if moved else "assigned"
         runtime.conv = await self.storage.set_conversation_state(outcome.conv_id, state, outcome.agent_id,
                                                                   team=runtime.conv.team)
-        runtime.accepted = False
         if moved:
             self._broadcast(outcome.conv_id, self._conv_frame(runtime))  # visitor and previous agent
             self._unsubscribe_principal(previous, outcome.conv_id)
@@ -618,16 +660,17 @@ class Hub:
         if agent.id in self.online_agents:
             return
         self.online_agents.add(agent.id)
-        info = AgentInfo(agent_id=agent.id, site_id=agent.site_id, name=agent.name, capacity=agent.capacity,
-                         skills=dict(agent.skills), languages=agent.languages, geo=agent.geo, teams=agent.teams)
-        await self._apply_all(self.router.agent_online(info, time.time()))
+        await self._apply_all(self.router.agent_online(_profile(agent), time.time()))
 
     def _agent_offline(self, agent_id: str) -> None:
         self._offline_timers.pop(agent_id, None)
         if agent_id in self.by_principal:
             return
         self.online_agents.discard(agent_id)
-        outcomes = self.router.agent_offline(agent_id, time.time())
+        try:
+            outcomes = self.router.agent_offline(agent_id, time.time())
+        except KeyError:
+            return
         if outcomes:
             self._spawn(self._apply_all(outcomes))
 
@@ -654,14 +697,13 @@ class Hub:
                 log.exception("sweep failed")
 
     def _sweep_connections(self, now_mono: float, now_wall: float) -> None:
-        idle, dead = self.config.idle_timeout_s, self.config.idle_timeout_s + self.config.pong_timeout_s
         for conn in tuple(self.connections):
-            silent = now_mono - conn.last_rx
             if conn.principal.expires_at and now_wall > conn.principal.expires_at:
                 conn.close(compiled.CLOSE_REVOKED, b"token expired")
-            elif silent > dead:
-                conn.close(compiled.CLOSE_IDLE, b"no reply to ping", graceful=False)
-            elif silent > idle and not conn.ping_outstanding:
+            elif conn.ping_outstanding:
+                if now_mono - conn.ping_sent_at > self.config.pong_timeout_s:
+                    conn.close(compiled.CLOSE_IDLE, b"no reply to ping", graceful=False)
+            elif now_mono - conn.last_rx > self.config.idle_timeout_s:
                 conn.send_ping()
 
     def _on_bus_event(self, event: BusEvent) -> None:
@@ -673,3 +715,24 @@ class Hub:
         elif event.kind != "msg":
             self._broadcast(event.conv, event.frame)
 
+
+def _skill_path(text: str) -> str | None:
+    """`text` as a routing skill path, or None when it is not one (a plain tag)."""
+    try:
+        return "/".join(parse_skill_path(text))
+    except ValueError:
+        return None
+
+
+def _round(eta_s: float | None) -> float | None:
+    return None if eta_s is None else round(eta_s, 1)
+
+
+def _profile(agent: Agent) -> AgentProfile:
+    """What routing needs to know about an agent; skills that are not valid paths are skipped."""
+    skills = {path: level for path, level in agent.skills.items()
+              if path != DEESCALATION_SKILL and _skill_path(path) is not None and 0.0 <= level <= 1.0}
+    return AgentProfile(
+        agent_id=agent.id, site_id=agent.site_id, skills=dict(list(skills.items())[:256]),
+        capacity=min(max(agent.capacity, 1), 1000), languages=agent.languages, geo=agent.geo,
+        deescalation=min(max(agent.skills.get(DEESCALATION_SKILL, 0.5), 0.0), 1.0), teams=agent.teams)

@@ -22,6 +22,7 @@ conversation per visitor" check stay correct even when several processes share t
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 import sqlite3
 import threading
@@ -789,6 +790,9 @@ def _insert_rows(cur: sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> int:
     return stored
 
 
+_conv_and_seq: Final = operator.itemgetter(0, 1)
+
+
 def _append_run(
     cur: sqlite3.Cursor, run: list[tuple[Any, tuple[NewMessage, str], asyncio.Future[Any]]],
     outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
@@ -829,6 +833,9 @@ def _append_run(
             (msg.conv, seq, msg.cmid, msg.sender_id, msg.sender_role, msg.sender_name, msg.text, msg.kind,
              meta_json, ts))
         results.append((future, AppendResult(seq=seq, ts=ts, created=True), None))
+    # Physical insert order does not change any seq; sorted by (conv, seq), consecutive rows land next
+    # to each other in both b-trees instead of each one descending from the root to another leaf.
+    rows_to_insert.sort(key=_conv_and_seq)
     if _insert_rows(cur, rows_to_insert) == len(rows_to_insert):
         cur.execute("RELEASE appends")
         outcomes.extend(results)

@@ -509,6 +509,13 @@ def test_sqlite_refuses_synchronous_off(tmp_path: Path) -> None:
         open_storage(f"sqlite:///{tmp_path}/k.db?synchronous=off")
 
 
+async def test_sqlite_open_failure_is_a_storage_error(tmp_path: Path) -> None:
+    store = SqliteStorage(tmp_path / "missing-directory" / "k.db")
+    with pytest.raises(StorageError):
+        await store.open()
+    await store.close()  # nothing to release; must not hang or raise
+
+
 async def test_postgres_refuses_synchronous_commit_off(pg_database_dsn: str) -> None:
     dsn = await fresh_schema_dsn(pg_database_dsn)
     store = PostgresStorage(dsn + "&synchronous_commit=off")
