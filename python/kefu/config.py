@@ -11,6 +11,7 @@ Environment variables (the names operators already know from the seed's Docker e
   KEFU_SECRET          token signing secret (≥ 32 chars); generated in the data dir when unset
   KEFU_DEV             1 = dev mode (sample secrets allowed, relaxed origins for the demo site)
   KEFU_SQLITE_SYNC     FULL (default: survives power loss) or NORMAL (survives process crash)
+  KEFU_SENTIMENT       0 = do not score visitors' messages (no mood-aware routing)
   REDIS_URL, REDIS_PASS, WORKERS, TLS_CERT, TLS_KEY  read now, used by the scale-out issues
   KEFU_RATE_PER_S, KEFU_RATE_BURST, KEFU_REPLAY_LIMIT, KEFU_MAX_PENDING_BYTES, KEFU_IDLE_TIMEOUT_S,
   KEFU_PONG_TIMEOUT_S, KEFU_ACCEPT_TIMEOUT_S, KEFU_AGENT_OFFLINE_GRACE_S   protocol limits (see below)
@@ -42,6 +43,7 @@ class Config:
     workers: int = 1
     tls_cert: str | None = None
     tls_key: str | None = None
+    sentiment: bool = True  # score visitors' messages with the bundled model (mood-aware routing)
 
     # Tokens
     visitor_token_ttl_s: int = 2 * 3600
@@ -101,6 +103,8 @@ class Config:
         if env.get("REDIS_URL"):
             values["redis_url"] = _redis_url_with_password(env["REDIS_URL"], env.get("REDIS_PASS"))
         values["dev"] = env.get("KEFU_DEV", "") in ("1", "true", "yes")
+        if env.get("KEFU_SENTIMENT", "") in ("0", "false", "no", "off"):
+            values["sentiment"] = False
         return cls(**values)
 
 

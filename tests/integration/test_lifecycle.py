@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from conftest import start_server
 from kefu_client import Api, Client
 from test_delivery import agent_session, assigned_pair
@@ -118,3 +120,25 @@ async def test_returning_visitor_goes_back_to_its_last_agent(api: Api) -> None:
     offered = await agent.expect("conv", conv=reopened["conv"])
     assert offered["why"]["reason"] in ("preferred", "sticky")  # last agent, from storage or memory
     assert not [f for f in await rival.quiet(0.2) if f.get("conv") == reopened["conv"]]
+
+
+async def test_angry_visitor_is_escalated_to_a_de_escalator(api: Api) -> None:
+    skill = f"test/{uuid.uuid4().hex[:8]}"
+    novice_login = await agent_session(api, skills={skill: 1.0, "deescalation": 0.1})
+    novice = await Client.connect(novice_login)
+    visitor = await Client.connect(await api.visitor())
+    await visitor.send({"t": "open", "text": "Hello, I have a question about my order", "tags": [skill]})
+    conv = (await novice.expect("conv", state="assigned"))["conv"]
+    await novice.send({"t": "accept", "conv": conv})
+    expert_login = await agent_session(api, skills={skill: 0.9, "deescalation": 0.95})
+    expert = await Client.connect(expert_login)
+    for i, text in enumerate(["This is terrible, the worst service ever!",
+                              "I am furious, you people are useless and rude.",
+                              "Awful. Refund me now, I hate this horrible company!"]):
+        await visitor.send({"t": "send", "conv": conv, "cmid": f"angry{i}", "text": text})
+        await visitor.expect("ack", cmid=f"angry{i}")
+    offered = await expert.expect("conv", conv=conv, timeout=5)
+    assert offered["why"]["reason"] == "escalation"
+    assert (await visitor.expect("conv", conv=conv, state="transferred"))["agent"] == expert_login["agent_id"]
+    status, body = await api.request("GET", f"/api/v1/conversations/{conv}/routing", token=expert_login["token"])
+    assert status == 200 and [d["reason"] for d in body["decisions"]][-1] == "escalation"

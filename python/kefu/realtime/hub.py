@@ -30,6 +30,7 @@ from kefu.metrics import Metrics
 from kefu.realtime import frames as F
 from kefu.realtime.frames import ProtocolError
 from kefu.routing.skills import parse_skill_path
+from kefu.sentiment.model import MoodTracker
 from kefu.routing import (
     AgentProfile, Assign, Outcome, Queued, QueuePosition, Rejected, RouteRequest, RoutingEngine,
 )
@@ -70,12 +71,15 @@ class ConvRuntime:
 class Hub:
     def __init__(self, config: Config, storage: Storage, bus: Bus, router: RoutingEngine, metrics: Metrics,
                  *, sentiment: Callable[[str], float] | None = None) -> None:
+        """`sentiment` maps a visitor's text to p_neg (the bundled model's `predict`); None turns
+        mood tracking off."""
         self.config = config
         self.storage = storage
         self.bus = bus
         self.router = router
         self.metrics = metrics
         self.sentiment = sentiment
+        self.moods = MoodTracker()
         self.limits = compiled.GatewayLimits(
             max_message_size=config.max_message_size, max_pending_bytes=config.max_pending_bytes,
             rate_per_s=config.rate_per_s, burst=config.rate_burst)
@@ -432,7 +436,8 @@ class Hub:
             await self._store_and_fan_out(runtime, NewMessage(
                 conv=conv.id, cmid=f"open-{conv.id}", sender_id=principal.id, sender_role="visitor",
                 sender_name=principal.name, text=text))
-            p_neg = self.sentiment(text) if self.sentiment else 0.0
+            if self.sentiment is not None:
+                p_neg = self.moods.update(conv.id, self.sentiment(text)).mood
         visitor = await self.storage.get_visitor(principal.id)
         request = RouteRequest(
             conv_id=conv.id, site_id=principal.site_id, visitor_id=principal.id,
@@ -483,8 +488,14 @@ class Hub:
         return True
 
     def _mood(self, runtime: ConvRuntime, text: str) -> None:
+        """Fold the visitor's message into the conversation's mood (an EWMA of p_neg); the router
+        may escalate to a stronger de-escalator when it turns bad (RoutingConfig.escalation)."""
         assert self.sentiment is not None
-        outcomes = self.router.sentiment_changed(runtime.conv.id, self.sentiment(text), time.time())
+        mood = self.moods.update(runtime.conv.id, self.sentiment(text))
+        self.metrics.inc("kefu_messages_scored_total")
+        if mood.turned_angry:
+            self.metrics.inc("kefu_conversations_turned_angry_total")
+        outcomes = self.router.sentiment_changed(runtime.conv.id, mood.mood, time.time())
         if outcomes:
             self._spawn(self._apply_all(outcomes))
 
@@ -597,6 +608,7 @@ class Hub:
             self._drop_subscription(conn, conv_id)
         if not runtime.pending and conv_id not in self.replaying:
             self.convs.pop(conv_id, None)  # closed: reloaded from storage if someone resumes it
+        self.moods.forget(conv_id)
         await self._apply_all(self.router.conversation_closed(conv_id, time.time()))
 
     # --- routing outcomes -----------------------------------------------------------------------
