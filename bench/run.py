@@ -212,10 +212,14 @@ def _findings(reports: dict[str, ScenarioReport]) -> list[str]:
     if kefu:
         busy = kefu.get("server_cores", 0.0)
         other = kefu.get("other_cores", 0.0)
+        starved = kefu.get("server_wait_cores", 0.0)
         if busy < 0.8:
-            lines.append(f"At saturation Kefu's process used only {busy:.2f} of its core (other processes: "
-                         f"{other:.2f} cores): it was waiting — on its commits (fsync per group commit) "
-                         "and/or for CPU time taken by other jobs on this shared machine — not computing.")
+            cause = ("mostly runnable but waiting for the CPU (other jobs on this shared machine, or its own "
+                     "threads competing for the one pinned core)"
+                     if starved > 0.5 * (1 - busy) else
+                     "mostly not runnable: blocked on its commits (fsync per group commit) or idle between batches")
+            lines.append(f"At saturation Kefu's process used only {busy:.2f} of its core (runnable-but-waiting "
+                         f"{starved:.2f}, other processes {other:.2f} cores): {cause}.")
     two_core = [row for row in chat_rows if row["target"] == "kefu-2c" and row.get("delivery_p99")]
     for row in two_core:
         if row["delivery_p99"] >= 10_000 or row["missing"]:

@@ -39,7 +39,10 @@ says otherwise.
   the next when its ack arrives; achieved acks/s over {duration:g} s is the saturation rate.
 - CPU: server process tree and client from the kernel's accounting over the run; `other cores` is
   everything else on the machine during the run (the project's machines are shared; rows with
-  other load above ~0.1 core are noisy).
+  other load above ~0.1 core are noisy). `server starved` = average number of server threads that
+  were runnable but waiting for a CPU (schedstat): other jobs, or the server's own threads
+  competing for its one pinned core; low while `server cores` < 1 means the server was idle or
+  blocked (e.g. on fsync).
 """
 
 RATE_COLUMNS = [
@@ -47,16 +50,18 @@ RATE_COLUMNS = [
     ("ack_p50", "ack p50 ms", "us"), ("ack_p99", "ack p99 ms", "us"), ("ack_p999", "ack p99.9 ms", "us"),
     ("delivery_p50", "delivery p50 ms", "us"), ("delivery_p99", "delivery p99 ms", "us"),
     ("delivery_p999", "delivery p99.9 ms", "us"), ("missing", "missing", "int"),
-    ("server_cores", "server cores", "f2"), ("server_us_per_msg", "server CPU µs/msg", "f1"),
-    ("client_cores", "client cores", "f2"), ("other_cores", "other cores", "f2"),
+    ("server_cores", "server cores", "f2"), ("server_wait_cores", "server starved (cores)", "f2"),
+    ("server_us_per_msg", "server CPU µs/msg", "f1"), ("client_cores", "client cores", "f2"),
+    ("other_cores", "other cores", "f2"),
 ]
 
 SATURATION_COLUMNS = [
     ("target", "server", "str"), ("in_flight", "in flight", "int"), ("achieved", "acked msg/s", "int"),
     ("per_core", "acked msg/s per server core", "int"), ("ratio_vs_go", "vs go-hub (per core)", "ratio"),
     ("ack_p50", "ack p50 ms", "us"), ("ack_p99", "ack p99 ms", "us"), ("delivery_p99", "delivery p99 ms", "us"),
-    ("server_cores", "server cores", "f2"), ("server_us_per_msg", "server CPU µs/msg", "f1"),
-    ("client_cores", "client cores", "f2"), ("other_cores", "other cores", "f2"),
+    ("server_cores", "server cores", "f2"), ("server_wait_cores", "server starved (cores)", "f2"),
+    ("server_us_per_msg", "server CPU µs/msg", "f1"), ("client_cores", "client cores", "f2"),
+    ("other_cores", "other cores", "f2"),
 ]
 
 
@@ -74,6 +79,7 @@ def _row(target: Target, measured: Measured, offered: float | None, label: str |
         "missing": max(0, load.counters.get("sent_measured", 0) - ack["count"])
         + max(0, load.counters.get("sent_measured", 0) - delivery["count"]),
         "server_cores": measured.server_cores,
+        "server_wait_cores": measured.server_wait_cores,
         "server_us_per_msg": measured.server_cpu_seconds / sent * 1e6 if sent else None,
         "client_cores": measured.client_cores,
         "other_cores": measured.other_cores,

@@ -77,11 +77,17 @@ class Measured:
     server_cpu_seconds: float
     other_cpu_seconds: float
     server_rss_bytes: int
+    server_wait_seconds: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def server_cores(self) -> float:
         return self.server_cpu_seconds / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def server_wait_cores(self) -> float:
+        """Average number of server threads runnable but not running (starved of CPU)."""
+        return self.server_wait_seconds / self.wall_seconds if self.wall_seconds else 0.0
 
     @property
     def client_cores(self) -> float:
@@ -103,6 +109,7 @@ def measured_run(target: Target, lines: Sequence[SpecLine], mode: str, args: Seq
         if on_connected:
             on_connected()
         samples["server"] = target.cpu_seconds()
+        samples["server_wait"] = target.cpu_wait_seconds()
         samples["busy"] = machine_busy_seconds()
         samples["wall"] = time.monotonic()
 
@@ -111,10 +118,11 @@ def measured_run(target: Target, lines: Sequence[SpecLine], mode: str, args: Seq
                        client_cpus=client_cpus)
     wall = time.monotonic() - samples.get("wall", time.monotonic())
     server = target.cpu_seconds() - samples.get("server", 0.0)
+    server_wait = target.cpu_wait_seconds() - samples.get("server_wait", 0.0)
     busy = machine_busy_seconds() - samples.get("busy", 0.0)
     other = busy - server - load.counters.get("client_cpu_seconds", 0.0)
     return Measured(load=load, wall_seconds=wall, server_cpu_seconds=server, other_cpu_seconds=other,
-                    server_rss_bytes=target.rss_bytes())
+                    server_rss_bytes=target.rss_bytes(), server_wait_seconds=server_wait)
 
 
 def latency_columns(prefix: str, summary: dict[str, float | None]) -> dict[str, float | None]:

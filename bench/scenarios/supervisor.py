@@ -27,8 +27,8 @@ COLUMNS = [
     ("deliveries_per_s", "delivered to supervisor /s", "int"), ("ack_p99", "ack p99 ms", "us"),
     ("delivery_p50", "delivery p50 ms", "us"), ("delivery_p99", "delivery p99 ms", "us"),
     ("delivery_max", "delivery max ms", "us"), ("missing", "missing", "int"),
-    ("server_cores", "server cores", "f2"), ("server_us_per_msg", "server CPU µs/msg", "f1"),
-    ("other_cores", "other cores", "f2"),
+    ("server_cores", "server cores", "f2"), ("server_wait_cores", "server starved (cores)", "f2"),
+    ("server_us_per_msg", "server CPU µs/msg", "f1"), ("other_cores", "other cores", "f2"),
 ]
 
 

@@ -174,6 +174,26 @@ class Target(ABC):
                 continue
         return total
 
+    def cpu_wait_seconds(self) -> float:
+        """Seconds the server's threads were runnable but waiting for a CPU (/proc/*/task/*/schedstat).
+
+        On a shared machine this separates "the server was starved by other jobs" from "the server
+        was idle or blocked (e.g. on fsync)" when it used less than a full core.
+        """
+        total_ns = 0
+        for process in self.processes():
+            task_dir = Path(f"/proc/{process.pid}/task")
+            try:
+                tasks = list(task_dir.iterdir())
+            except OSError:
+                continue
+            for task in tasks:
+                try:
+                    total_ns += int((task / "schedstat").read_text().split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+        return total_ns / 1e9
+
     def rss_bytes(self) -> int:
         total = 0
         for process in self.processes():
@@ -402,7 +422,8 @@ class KefuTarget(Target):
 
     def _create_agent(self, admin_token: str, username: str, capacity: int) -> dict:
         self._post("/api/v1/admin/agents", {"username": username, "password": BENCH_PASSWORD,
-                                            "name": username, "capacity": capacity}, admin_token)
+                                            "name": username, "capacity": capacity, "languages": ["en"]},
+                   admin_token)
         return self._login(username)
 
     def _visitors(self, count: int) -> list[dict]:

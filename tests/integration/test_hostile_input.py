@@ -111,6 +111,8 @@ async def test_oversized_messages(api: Api) -> None:
     assert error["code"] == "too_large" and error["ref"] == "big"
     await visitor.send({"t": "send", "conv": conv, "cmid": "c" * 65, "text": "hi"})
     assert (await visitor.expect("error"))["code"] == "bad_frame"
+    await visitor.send({"t": "send", "conv": conv, "cmid": "nul", "text": "a\u0000b"})
+    assert (await visitor.expect("error"))["code"] == "bad_frame"
     await visitor.send({"t": "send", "conv": conv, "cmid": "exact", "text": "é" * 4096})  # 8 KiB exactly
     assert (await visitor.expect("ack", cmid="exact"))["seq"] == 2
     # A fragmented frame is reassembled; over 64 KiB in total the server closes with 1009.

@@ -470,7 +470,10 @@ class Hub:
     async def _store_and_fan_out(self, runtime: ConvRuntime, message: NewMessage,
                                  ack_to: compiled.Connection | None = None) -> bool:
         """Store durably, ack the sender, then fan out. Returns True when the message is new."""
-        result = await self.storage.append_message(message)
+        try:
+            result = await self.storage.append_message(message)
+        except ValueError as error:  # a value no database stores (NUL, NaN in meta): retrying won't help
+            raise ProtocolError("bad_frame", str(error)) from None
         if ack_to is not None:
             ack_to.send_frame({"t": "ack", "cmid": message.cmid, "conv": message.conv, "seq": result.seq,
                                "ts": result.ts})

@@ -464,6 +464,8 @@ class PostgresStorage(Storage):
                 f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE visitor_id = $1 AND state <> 'closed'",
                 visitor_id)
             if row is not None:
+                if row[1] != site_id:
+                    raise NotFound(f"visitor {visitor_id} on site {site_id}")
                 return c.conversation_from_row(row), False
             owner = await self._run(lambda conn: conn.fetchval(
                 "SELECT site_id FROM visitors WHERE id = $1", visitor_id))

@@ -618,6 +618,8 @@ class SqliteStorage(Storage):
                 f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE visitor_id = ? AND state != 'closed'",
                 (visitor_id,)).fetchone()
             if row is not None:
+                if row[1] != site_id:
+                    raise NotFound(f"visitor {visitor_id} on site {site_id}")
                 return c.conversation_from_row(row), False
             owner = cur.execute("SELECT site_id FROM visitors WHERE id = ?", (visitor_id,)).fetchone()
             if owner is None or owner[0] != site_id:
@@ -797,7 +799,7 @@ def _append_run(
     cur: sqlite3.Cursor, run: list[tuple[Any, tuple[NewMessage, str], asyncio.Future[Any]]],
     outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
 ) -> None:
-    """Append many messages with one UPDATE per conversation and one executemany INSERT.
+    """Append many messages with one UPDATE per conversation and a few multi-row INSERTs.
 
     Seqs are reserved per conversation up front, in arrival order. When the INSERT reports fewer rows
     than messages, some were retries of stored cmids: the run is undone and replayed message by

@@ -324,6 +324,9 @@ async def test_open_conversation_checks_the_visitor_belongs_to_the_site(storage:
         await storage.open_conversation(other_site.id, visitor.id)
     with pytest.raises(NotFound):
         await storage.open_conversation(site.id, "v_" + "x" * 22)
+    await storage.open_conversation(site.id, visitor.id)
+    with pytest.raises(NotFound):  # not even the open one is handed out under another site
+        await storage.open_conversation(other_site.id, visitor.id)
 
 
 async def test_conversation_state_and_listing(storage: Storage) -> None:
