@@ -46,6 +46,7 @@ MICRO_TIMEOUT = {"smoke": 60, "quick": 600, "full": 1800}
 TARGET_FACTORIES: dict[str, Callable[[], Target]] = {
     "kefu": lambda: KefuTarget(),
     "kefu-2c": lambda: KefuTarget(cpus=None, workers=2, name="kefu-2c"),
+    "kefu-bin": lambda: KefuTarget(binary=True, name="kefu-bin"),
     "kefu-sync-normal": lambda: KefuTarget(sqlite_sync="NORMAL", name="kefu-sync-normal"),
     "go-hub": GoHub,
     "websockets": WebsocketsHub,
@@ -54,7 +55,7 @@ TARGET_FACTORIES: dict[str, Callable[[], Target]] = {
 
 
 # kefu-sync-normal (SQLite synchronous=NORMAL: no fsync per commit) is a diagnostic, run on request.
-DEFAULT_TARGETS = ("kefu", "kefu-2c", "go-hub", "websockets", "aiohttp")
+DEFAULT_TARGETS = ("kefu", "kefu-bin", "kefu-2c", "go-hub", "websockets", "aiohttp")
 
 
 def make_targets(names: Sequence[str], profile: Profile) -> tuple[list[Target], list[str]]:
@@ -209,6 +210,13 @@ def _findings(reports: dict[str, ScenarioReport]) -> list[str]:
                      f"{go['server_us_per_msg']:.0f} µs ({kefu['server_us_per_msg'] / go['server_us_per_msg']:.1f}× "
                      "more): Kefu authorises, validates and stores every message and assigns its seq before the "
                      "ack; the hub copies bytes. Per-message CPU, not the transport, sets Kefu's ceiling.")
+    binary = saturation.get("kefu-bin")
+    if kefu and binary and kefu.get("server_us_per_msg") and binary.get("server_us_per_msg"):
+        lines.append(f"Wire format: kefu.bin.v1 costs {binary['server_us_per_msg']:.0f} µs of server CPU per message "
+                     f"at saturation against {kefu['server_us_per_msg']:.0f} µs for JSON: the codec is not where "
+                     "the time goes." if binary["server_us_per_msg"] > 0.8 * kefu["server_us_per_msg"] else
+                     f"Wire format: kefu.bin.v1 costs {binary['server_us_per_msg']:.0f} µs of server CPU per "
+                     f"message at saturation against {kefu['server_us_per_msg']:.0f} µs for JSON.")
     if kefu:
         busy = kefu.get("server_cores", 0.0)
         other = kefu.get("other_cores", 0.0)

@@ -16,6 +16,9 @@
  * Spec file: one connection per line: "S|R HOST PORT PATH CONV" (S sends, R only receives; PATH
  * includes the query string, e.g. /ws?token=...; CONV is Kefu's conversation id, 0 for peers).
  *
+ * With --binary, messages use Kefu's kefu.bin.v1 framing instead (24-byte header + msgpack map with
+ * the same cmid); --subprotocol must then name kefu.bin.v1.
+ *
  * Modes:
  *   rate    open loop: a global schedule of --rate msg/s spread round-robin over the senders
  *   closed  each sender keeps --window messages in flight (next send on ack): saturation
@@ -145,7 +148,7 @@ static int epfd;
 static const char *opt_mode = "rate";
 static double opt_rate = 1000, opt_duration = 5, opt_warmup = 1, opt_drain = 3, opt_hold = 5;
 static double opt_connect_timeout = 30, opt_pause = 1;
-static int opt_window = 1, opt_hello = 0, opt_wait_go = 0, opt_sources = 1, opt_inflight = 500, opt_progress = 1;
+static int opt_window = 1, opt_hello = 0, opt_wait_go = 0, opt_binary = 0, opt_sources = 1, opt_inflight = 500, opt_progress = 1;
 static uint32_t opt_id_offset = 0;
 static const char *opt_subprotocol = NULL, *opt_origin = NULL;
 static int sizes[32] = {24, 60, 120, 60, 300, 40, 90, 800};
@@ -159,6 +162,26 @@ static uint64_t measure_from = 0, measure_until = UINT64_MAX;
 static volatile sig_atomic_t stop_requested = 0;
 static int printed_errors = 0;
 static int connected_count = 0, pending_connects = 0, next_to_connect = 0;
+
+static const char usage[] =
+    "usage: kefuload --spec FILE [options]\n"
+    "  --spec FILE            one connection per line: S|R HOST PORT PATH CONV\n"
+    "  --mode M               rate (open loop), closed (window in flight), idle (hold), storm (drop + reconnect)\n"
+    "  --rate N               messages/s over all senders (rate mode)\n"
+    "  --window N             messages in flight per sender (closed mode)\n"
+    "  --warmup S --duration S --drain S    phases of a load run (seconds)\n"
+    "  --hold S               idle mode: how long to hold (SIGTERM ends earlier)\n"
+    "  --pause S              storm mode: pause between the drop and the reconnect\n"
+    "  --sizes A,B,...        message text sizes in bytes, cycled\n"
+    "  --hello                send hello and wait for welcome before a connection counts (Kefu)\n"
+    "  --binary               kefu.bin.v1 frames instead of JSON\n"
+    "  --subprotocol P --origin O          handshake headers\n"
+    "  --sources N            bind source addresses 127.0.1.1..N (28k ephemeral ports each)\n"
+    "  --inflight N           handshakes in flight at once\n"
+    "  --connect-timeout S    give up on connections not up after S seconds\n"
+    "  --id-offset N          first connection id (several processes)\n"
+    "  --wait-go              read the CLOCK_MONOTONIC start time (ns) from stdin after connecting\n"
+    "  --quiet                no progress on stderr\n";
 
 static void on_signal(int sig) {
     (void)sig;
@@ -262,21 +285,78 @@ static const char filler[] =
     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
 
+static void put_le(uint8_t *out, uint64_t value, int bytes) {
+    for (int i = 0; i < bytes; i++) out[i] = (uint8_t)(value >> (8 * i));
+}
+
+/* msgpack str header for a string of `len` bytes; returns the header size. */
+static int msgpack_str_header(uint8_t *out, size_t len) {
+    if (len < 32) {
+        out[0] = (uint8_t)(0xa0 | len);
+        return 1;
+    }
+    if (len < 256) {
+        out[0] = 0xd9;
+        out[1] = (uint8_t)len;
+        return 2;
+    }
+    out[0] = 0xda;
+    out[1] = (uint8_t)(len >> 8);
+    out[2] = (uint8_t)len;
+    return 3;
+}
+
+/* kefu.bin.v1 send frame: header (type 4, conv) + msgpack {"cmid": ..., "text": ...}. */
+static size_t encode_binary_send(uint8_t *out, uint64_t conv, const char *cmid, size_t cmid_len, size_t text_len) {
+    size_t n = 24;
+    out[n++] = 0x82;
+    out[n++] = 0xa4;
+    memcpy(out + n, "cmid", 4);
+    n += 4;
+    n += (size_t)msgpack_str_header(out + n, cmid_len);
+    memcpy(out + n, cmid, cmid_len);
+    n += cmid_len;
+    out[n++] = 0xa4;
+    memcpy(out + n, "text", 4);
+    n += 4;
+    n += (size_t)msgpack_str_header(out + n, text_len);
+    for (size_t left = text_len; left > 0;) {
+        size_t chunk = left < sizeof filler - 1 ? left : sizeof filler - 1;
+        memcpy(out + n, filler, chunk);
+        n += chunk;
+        left -= chunk;
+    }
+    out[0] = 1;
+    out[1] = 4;
+    put_le(out + 2, 0, 2);
+    put_le(out + 4, n - 24, 4);
+    put_le(out + 8, conv, 8);
+    put_le(out + 16, 0, 8);
+    return n;
+}
+
 static void send_message(conn_t *c, uint64_t scheduled, uint64_t sequence) {
     char msg[8192];
     int text_len = sizes[sequence % (uint64_t)nsizes];
-    int n = snprintf(msg, sizeof msg, "{\"t\":\"send\",\"conv\":%llu,\"cmid\":\"%llx-%x-%x\",\"text\":\"",
-                     (unsigned long long)c->conv, (unsigned long long)scheduled, c->id, c->counter++);
-    while (text_len > 0 && n < (int)sizeof msg - 8) {
-        int chunk = text_len < (int)sizeof filler - 1 ? text_len : (int)sizeof filler - 1;
-        if (chunk > (int)sizeof msg - 8 - n) chunk = (int)sizeof msg - 8 - n;
-        memcpy(msg + n, filler, (size_t)chunk);
-        n += chunk;
-        text_len -= chunk;
+    char cmid[64];
+    int cmid_len = snprintf(cmid, sizeof cmid, "%llx-%x-%x", (unsigned long long)scheduled, c->id, c->counter++);
+    if (opt_binary) {
+        size_t n = encode_binary_send((uint8_t *)msg, c->conv, cmid, (size_t)cmid_len, (size_t)text_len);
+        send_frame(c, 2, msg, n);
+    } else {
+        int n = snprintf(msg, sizeof msg, "{\"t\":\"send\",\"conv\":%llu,\"cmid\":\"%s\",\"text\":\"",
+                         (unsigned long long)c->conv, cmid);
+        while (text_len > 0 && n < (int)sizeof msg - 8) {
+            int chunk = text_len < (int)sizeof filler - 1 ? text_len : (int)sizeof filler - 1;
+            if (chunk > (int)sizeof msg - 8 - n) chunk = (int)sizeof msg - 8 - n;
+            memcpy(msg + n, filler, (size_t)chunk);
+            n += chunk;
+            text_len -= chunk;
+        }
+        msg[n++] = '"';
+        msg[n++] = '}';
+        send_frame(c, 1, msg, (size_t)n);
     }
-    msg[n++] = '"';
-    msg[n++] = '}';
-    send_frame(c, 1, msg, (size_t)n);
     uint64_t actual = now_ns();
     sent_total++;
     c->in_flight++;
@@ -307,19 +387,20 @@ static int json_type_is(const char *type, const char *end, const char *expected)
     return type && *type == '"' && type + 1 + n < end && memcmp(type + 1, expected, n) == 0 && type[1 + n] == '"';
 }
 
-static void on_message(conn_t *c, const char *s, size_t len, uint64_t received) {
-    const char *end = s + len;
-    const char *type = json_field(s, end, "t");
-    const char *cmid = json_field(s, end, "cmid");
-    if (cmid && *cmid == '"') {
+enum { MSG_OTHER, MSG_ACK, MSG_MSG, MSG_WELCOME, MSG_ERROR };
+
+/* One server message, whatever its encoding: its kind and its cmid (NUL-terminated, may be empty). */
+static void on_server_message(conn_t *c, int kind, const char *cmid, const char *raw, size_t raw_len,
+                              uint64_t received) {
+    if (cmid[0]) {
         char *after;
-        uint64_t scheduled = strtoull(cmid + 1, &after, 16);
-        if (*after != '-') return;
+        uint64_t scheduled = strtoull(cmid, &after, 16);
+        if (*after != '-') return; /* not one of ours (e.g. the setup's "open" message) */
         uint32_t origin = (uint32_t)strtoul(after + 1, &after, 16);
         uint64_t latency = received > scheduled ? received - scheduled : 0;
         int measured = scheduled >= measure_from && scheduled < measure_until;
         if (origin == c->id) {
-            if (json_type_is(type, end, "msg")) return; /* our own message echoed as msg: not an ack */
+            if (kind == MSG_MSG) return; /* our own message echoed as msg: not an ack */
             acks_total++;
             if (c->in_flight) c->in_flight--;
             if (measured) hist_record(&h_ack, latency);
@@ -335,19 +416,74 @@ static void on_message(conn_t *c, const char *s, size_t len, uint64_t received) 
         }
         return;
     }
-    if (json_type_is(type, end, "welcome") && c->state == ST_WAIT_WELCOME) {
+    if (kind == MSG_WELCOME && c->state == ST_WAIT_WELCOME) {
         hist_record(&h_connect, received - c->connect_start);
         c->state = ST_READY;
         pending_connects--;
         connected_count++;
         return;
     }
-    if (json_type_is(type, end, "error")) {
+    if (kind == MSG_ERROR) {
         errors_total++;
-        if (printed_errors++ < 5) fprintf(stderr, "kefuload: server error on conn %u: %.*s\n", c->id, (int)len, s);
+        if (printed_errors++ < 5) {
+            fprintf(stderr, "kefuload: server error on conn %u: ", c->id);
+            for (size_t i = 0; i < raw_len && i < 300; i++) fputc(raw[i] >= 32 && raw[i] < 127 ? raw[i] : '.', stderr);
+            fputc('\n', stderr);
+        }
         return;
     }
     foreign_messages++;
+}
+
+static void copy_cmid(char *out, const char *from, size_t len) {
+    if (len > 63) len = 63;
+    memcpy(out, from, len);
+    out[len] = 0;
+}
+
+static void on_json_message(conn_t *c, const char *s, size_t len, uint64_t received) {
+    const char *end = s + len;
+    const char *type = json_field(s, end, "t");
+    const char *cmid_value = json_field(s, end, "cmid");
+    char cmid[64] = "";
+    if (cmid_value && *cmid_value == '"') {
+        const char *close = memchr(cmid_value + 1, '"', (size_t)(end - cmid_value - 1));
+        if (close) copy_cmid(cmid, cmid_value + 1, (size_t)(close - cmid_value - 1));
+    }
+    int kind = json_type_is(type, end, "ack")       ? MSG_ACK
+               : json_type_is(type, end, "msg")     ? MSG_MSG
+               : json_type_is(type, end, "welcome") ? MSG_WELCOME
+               : json_type_is(type, end, "error")   ? MSG_ERROR
+               : json_type_is(type, end, "send")    ? MSG_ACK /* peers relay our own frame */
+                                                    : MSG_OTHER;
+    on_server_message(c, kind, cmid, s, len, received);
+}
+
+/* kefu.bin.v1: 24-byte little-endian header (version, type, flags, body length, conv, seq), then a
+ * msgpack map. Only the type and the "cmid" string matter here; the map is scanned, not decoded. */
+static void on_binary_message(conn_t *c, const uint8_t *p, size_t len, uint64_t received) {
+    if (len < 24 || p[0] != 1) {
+        foreign_messages++;
+        return;
+    }
+    int type = p[1];
+    int kind = type == 5 ? MSG_ACK : type == 6 ? MSG_MSG : type == 2 ? MSG_WELCOME : type == 14 ? MSG_ERROR : MSG_OTHER;
+    char cmid[64] = "";
+    const uint8_t *body = p + 24, *end = p + len;
+    const uint8_t *key = memmem(body, (size_t)(end - body), "\xa4" "cmid", 5);
+    if (key && key + 6 <= end) {
+        const uint8_t *value = key + 5;
+        size_t value_len = 0;
+        if ((*value & 0xe0) == 0xa0) {
+            value_len = *value & 0x1f;
+            value += 1;
+        } else if (*value == 0xd9 && value + 2 <= end) {
+            value_len = value[1];
+            value += 2;
+        }
+        if (value + value_len <= end) copy_cmid(cmid, (const char *)value, value_len);
+    }
+    on_server_message(c, kind, cmid, (const char *)body, (size_t)(end - body), received);
 }
 
 static void on_data_frame(conn_t *c, const uint8_t *payload, size_t len, uint64_t received) {
@@ -355,7 +491,7 @@ static void on_data_frame(conn_t *c, const uint8_t *payload, size_t len, uint64_
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *line_end = nl ? nl : end;
-        if (line_end > p) on_message(c, p, (size_t)(line_end - p), received);
+        if (line_end > p) on_json_message(c, p, (size_t)(line_end - p), received);
         p = line_end + 1;
     }
 }
@@ -396,7 +532,9 @@ static void parse_frames(conn_t *c, uint64_t received) {
         if (masked) {
             for (uint64_t i = 0; i < len; i++) payload[i] ^= f[h - 4 + (i & 3)];
         }
-        if (opcode == 1 || opcode == 2 || opcode == 0) {
+        if (opcode == 2 && opt_binary) {
+            on_binary_message(c, payload, (size_t)len, received);
+        } else if (opcode == 1 || opcode == 2 || opcode == 0) {
             on_data_frame(c, payload, (size_t)len, received);
         } else if (opcode == 9) {
             send_frame(c, 10, (const char *)payload, (size_t)len);
@@ -443,8 +581,13 @@ static void on_handshake_bytes(conn_t *c, uint64_t received) {
     c->rlen -= header_len;
     if (opt_hello) {
         c->state = ST_WAIT_WELCOME;
-        static const char hello[] = "{\"t\":\"hello\"}";
-        send_frame(c, 1, hello, sizeof hello - 1);
+        if (opt_binary) {
+            uint8_t hello[24] = {1, 1, 1}; /* version 1, type hello, flags: empty body */
+            send_frame(c, 2, (const char *)hello, sizeof hello);
+        } else {
+            static const char hello[] = "{\"t\":\"hello\"}";
+            send_frame(c, 1, hello, sizeof hello - 1);
+        }
     } else {
         hist_record(&h_connect, received - c->connect_start);
         c->state = ST_READY;
@@ -738,7 +881,8 @@ int main(int argc, char **argv) {
         {"inflight", required_argument, 0, 'i'},    {"id-offset", required_argument, 0, 'I'},
         {"sizes", required_argument, 0, 'z'},       {"connect-timeout", required_argument, 0, 'T'},
         {"pause", required_argument, 0, 'P'},       {"quiet", no_argument, 0, 'q'},
-        {"wait-go", no_argument, 0, 'g'},
+        {"wait-go", no_argument, 0, 'g'},         {"binary", no_argument, 0, 'b'},
+        {"help", no_argument, 0, 'u'},
         {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -762,7 +906,9 @@ int main(int argc, char **argv) {
         case 'P': opt_pause = atof(optarg); break;
         case 'q': opt_progress = 0; break;
         case 'g': opt_wait_go = 1; break;
-        default: die("usage: kefuload --spec FILE [--mode rate|closed|idle|storm] (see the header of kefuload.c)");
+        case 'b': opt_binary = 1; break;
+        case 'u': fputs(usage, stdout); return 0;
+        default: fputs(usage, stderr); return 2;
         }
     }
     if (!spec) die("--spec FILE is required");

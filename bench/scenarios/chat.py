@@ -142,6 +142,8 @@ def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
                         "per-conversation seq. The peers only relay bytes.")
     report.notes.append("Kefu's per-connection frame-rate limit (50 frames/s by default, a policy) is lifted "
                         "for the bench (KEFU_RATE_PER_S) so it does not cap the measurement; the check still runs.")
+    report.notes.append("`kefu-bin` rows: Kefu with the binary subprotocol kefu.bin.v1 (24-byte header + msgpack) "
+                        "instead of JSON; same server, same scenario.")
     report.notes.append("`kefu-sync-normal` rows (only with `--targets ...,kefu-sync-normal`): SQLite "
                         "synchronous=NORMAL, i.e. no fsync per commit — shows what durability costs.")
     report.notes.append("`kefu-2c` rows: Kefu unpinned on both cores (WORKERS=2) with the load generator "

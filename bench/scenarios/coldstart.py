@@ -39,7 +39,7 @@ def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
     report = ScenarioReport(NAME, "Cold start", METHOD.format(runs=profile.cold_start_runs))
     rows: list[dict] = []
     for target in targets:
-        if target.cpus is None:
+        if target.chat_only:
             continue
         firsts: list[float] = []
         readies: list[float] = []

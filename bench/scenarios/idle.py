@@ -63,7 +63,7 @@ def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
                                           settle=SETTLE_SECONDS, idle_cpu=IDLE_CPU_SECONDS))
     rows: list[dict] = []
     for target in targets:
-        if target.cpus is None:
+        if target.chat_only:
             continue
         requested = profile.idle_connections
         if not isinstance(target, KefuTarget):

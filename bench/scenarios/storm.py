@@ -35,7 +35,7 @@ def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
                             METHOD.format(connections=profile.storm_connections, in_flight=IN_FLIGHT))
     rows: list[dict] = []
     for target in targets:
-        if target.cpus is None:
+        if target.chat_only:
             continue
         connections = profile.storm_connections
         if not isinstance(target, KefuTarget):

@@ -40,7 +40,7 @@ def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
     args = ["--sizes", CHAT_SIZES, "--warmup", str(profile.warmup), "--duration", str(profile.duration),
             "--drain", str(profile.drain), "--quiet"]
     for target in targets:
-        if target.cpus is None:
+        if target.chat_only:
             continue
         log(f"[supervisor] {target.name}: starting, {profile.supervised:,} conversations")
         target.start()

@@ -63,6 +63,8 @@ class Target(ABC):
     name: str
     description: str
     loadgen_args: tuple[str, ...] = ()
+    # Variants (2 cores, binary protocol, no fsync) only answer the chat scenario's questions.
+    chat_only = False
 
     def __init__(self, cpus: str | None = SERVER_CPUS) -> None:
         self.cpus = cpus
@@ -126,8 +128,9 @@ class Target(ABC):
             threading.Thread(target=probe, daemon=True).start()
         while not ready.wait(0.005):
             if self.process.poll() is not None:
-                raise ServerError(f"{self.name} exited with {self.process.returncode}: "
-                                  + "\n".join(self.output[-15:]))
+                code, output = self.process.returncode, "\n".join(self.output[-15:])
+                self.stop()
+                raise ServerError(f"{self.name} exited with code {code}: {output}")
             if time.monotonic() - started > READY_TIMEOUT:
                 self.stop()
                 raise ServerError(f"{self.name} did not print {marker!r} within {READY_TIMEOUT:.0f} s")
@@ -319,12 +322,15 @@ class KefuTarget(Target):
     loadgen_args = ("--hello", "--subprotocol", "kefu.json.v1", "--origin", KEFU_ORIGIN)
 
     def __init__(self, cpus: str | None = SERVER_CPUS, *, workers: int | None = None,
-                 sqlite_sync: str | None = None, name: str | None = None) -> None:
+                 sqlite_sync: str | None = None, binary: bool = False, name: str | None = None) -> None:
         super().__init__(cpus)
         self.workers = workers
         self.sqlite_sync = sqlite_sync
+        if binary:
+            self.loadgen_args = ("--hello", "--binary", "--subprotocol", "kefu.bin.v1", "--origin", KEFU_ORIGIN)
         if name:
             self.name = name
+            self.chat_only = True
         self.data_dir: Path | None = None
         self.http_url = ""
         self.ws_url = ""

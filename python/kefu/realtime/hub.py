@@ -30,7 +30,7 @@ from kefu.metrics import Metrics
 from kefu.realtime import frames as F
 from kefu.realtime.frames import ProtocolError
 from kefu.routing.skills import parse_skill_path
-from kefu.sentiment.model import MoodTracker
+from kefu.sentiment.model import MoodTracker, trusted_for_routing
 from kefu.routing import (
     AgentProfile, Assign, Outcome, Queued, QueuePosition, Rejected, RouteRequest, RoutingEngine,
 )
@@ -437,7 +437,8 @@ class Hub:
                 conv=conv.id, cmid=f"open-{conv.id}", sender_id=principal.id, sender_role="visitor",
                 sender_name=principal.name, text=text))
             if self.sentiment is not None:
-                p_neg = self.moods.update(conv.id, self.sentiment(text)).mood
+                mood = self.moods.update(conv.id, self.sentiment(text)).mood
+                p_neg = mood if trusted_for_routing(text) else 0.0
         visitor = await self.storage.get_visitor(principal.id)
         request = RouteRequest(
             conv_id=conv.id, site_id=principal.site_id, visitor_id=principal.id,
@@ -498,6 +499,8 @@ class Hub:
         self.metrics.inc("kefu_messages_scored_total")
         if mood.turned_angry:
             self.metrics.inc("kefu_conversations_turned_angry_total")
+        if not trusted_for_routing(text):
+            return
         outcomes = self.router.sentiment_changed(runtime.conv.id, mood.mood, time.time())
         if outcomes:
             self._spawn(self._apply_all(outcomes))

@@ -7,6 +7,6 @@
 Training lives in ``kefu.sentiment.train`` (dev dependencies only); see docs/sentiment.md.
 """
 
-from kefu.sentiment.model import ModelError, MoodTracker, MoodUpdate, SentimentModel
+from kefu.sentiment.model import ModelError, MoodTracker, MoodUpdate, SentimentModel, trusted_for_routing
 
-__all__ = ["ModelError", "MoodTracker", "MoodUpdate", "SentimentModel"]
+__all__ = ["ModelError", "MoodTracker", "MoodUpdate", "SentimentModel", "trusted_for_routing"]

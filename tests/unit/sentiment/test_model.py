@@ -171,3 +171,12 @@ def test_mood_conversations_are_independent_and_bounded() -> None:
 def test_mood_rejects_bad_settings(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         MoodTracker(**kwargs)
+
+
+def test_only_text_the_model_reads_reliably_steers_routing() -> None:
+    from kefu.sentiment import trusted_for_routing
+
+    assert trusted_for_routing("This is the worst service ever")
+    assert not trusted_for_routing("麻烦帮我查一下订单号")
+    assert not trusted_for_routing("order 123 没到")
+    assert not trusted_for_routing("注文がまだ届きません")
