@@ -58,7 +58,7 @@ bench: install
 lint: install
 	$(CARGO) clippy --manifest-path native/Cargo.toml --workspace -q -- -D warnings
 	$(BIN)/python -m ruff check python tests bench
-	$(BIN)/python -m mypy.stubtest kefu._native --allowlist .mypy-stubtest-allowlist
+	$(BIN)/python -m mypy.stubtest kefu._native kefu_engine.gateway --allowlist .mypy-stubtest-allowlist
 	$(MAKE) proto-check
 
 .PHONY: proto  ## Regenerate the gRPC plugin stubs from proto/ into python/kefu/plugins/_proto

@@ -190,6 +190,7 @@ def score_agents(
 FEATURIZER_VERSION: str
 """Version of the featuriser contract (docs/sentiment.md); models record it and the runtime checks it."""
 
+@final
 class Featurizer:
     """Text -> sorted unique hashed n-gram ids (the sentiment model's input); immutable, thread-safe.
 
@@ -197,7 +198,7 @@ class Featurizer:
     adds the id of its bucket. Raises ValueError unless 1 <= bits <= 30.
     """
 
-    def __init__(self, bits: int = 18, lexicon: dict[str, int] | None = None) -> None: ...
+    def __new__(cls, bits: int = ..., lexicon: dict[str, int] | None = None) -> Featurizer: ...  # bits: 18
     @property
     def bits(self) -> int:
         """Hash width: ids are in [0, 2**bits)."""
@@ -209,8 +210,8 @@ class Featurizer:
     def featurize_batch(self, texts: list[str]) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """ids int64 (B, L) and mask float32 (B, L), rows padded with id 0 / mask 0; releases the GIL."""
 
-def featurize(text: str, bits: int = 18) -> NDArray[np.int64]:
+def featurize(text: str, bits: int = ...) -> NDArray[np.int64]:
     """Sorted unique int64 ids of one text, without a lexicon."""
 
-def featurize_batch(texts: list[str], bits: int = 18) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+def featurize_batch(texts: list[str], bits: int = ...) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     """Padded ids int64 (B, L) and mask float32 (B, L) for a list of texts, without a lexicon."""

@@ -11,8 +11,9 @@ from __future__ import annotations
 from json import dumps as _json_dumps
 from json import loads as _json_loads
 
-from kefu import _native
 from kefu_engine import gateway as _gateway
+
+from kefu import _native
 
 NATIVE_VERSION: str = _native.__version__
 

@@ -14,7 +14,7 @@ LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 
 
 class Histogram:
-    __slots__ = ("name", "help", "bounds", "counts", "total", "count")
+    __slots__ = ("bounds", "count", "counts", "help", "name", "total")
 
     def __init__(self, name: str, help_text: str, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self.name = name
@@ -58,7 +58,8 @@ class Metrics:
         self.counters: dict[str, int] = {}
         self.gauges: dict[str, Callable[[], float]] = {}
         self.help: dict[str, str] = {}
-        self.ack_latency = Histogram("kefu_ack_latency_seconds", "frame received to ack sent (includes the durable commit)")
+        self.ack_latency = Histogram("kefu_ack_latency_seconds",
+                                     "frame received to ack sent (includes the durable commit)")
         self.delivery_latency = Histogram("kefu_fanout_latency_seconds", "commit to frames written to every subscriber")
 
     def inc(self, name: str, amount: int = 1) -> None:

@@ -56,7 +56,8 @@ async def bootstrap(storage: Storage, config: Config, out: Any = sys.stdout) -> 
     """First start on an empty database: create a demo site and an admin, print the credentials once."""
     if await storage.list_sites():
         return
-    origins = DEMO_ORIGINS + ((f"http://{config.host}:{config.http_port}",) if config.host not in ("localhost", "127.0.0.1") else ())
+    own_origin = f"http://{config.host}:{config.http_port}"
+    origins = DEMO_ORIGINS + ((own_origin,) if own_origin not in DEMO_ORIGINS else ())
     site = await storage.create_site("Demo site", origins)
     password = secrets.token_urlsafe(12)
     loop = asyncio.get_running_loop()

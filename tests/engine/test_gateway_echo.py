@@ -9,10 +9,9 @@ import json
 
 import pytest
 import websockets
-from picows import ws_create_server
-
 from kefu import compiled
 from kefu.reference import codec as reference_codec
+from picows import ws_create_server
 
 
 class EchoHub:

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from kefu_client import Api, ServerProcess  # noqa: E402
+from kefu_client import Api, ServerProcess
 
 
 def start_server(tmp_path_factory: pytest.TempPathFactory, **env: str) -> ServerProcess:

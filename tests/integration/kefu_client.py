@@ -22,9 +22,8 @@ from typing import Any
 
 import aiohttp
 import websockets
-from websockets.asyncio.client import ClientConnection
-
 from kefu.reference import codec as reference_codec
+from websockets.asyncio.client import ClientConnection
 
 BOOT_TIMEOUT_S = 30.0
 
@@ -204,7 +203,7 @@ class Client:
         try:
             while True:
                 frames.append(await self.recv(seconds))
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             return frames
 
     async def close(self) -> None:

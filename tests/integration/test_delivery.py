@@ -39,7 +39,8 @@ async def test_send_ack_deliver(api: Api, binary_visitor: bool, binary_agent: bo
     visitor, agent, conv, _ = await assigned_pair(api, binary_visitor=binary_visitor, binary_agent=binary_agent)
     opening = await agent.expect("msg", conv=conv)
     assert opening["seq"] == 1 and opening["text"] == "hello, I need help"
-    await visitor.send({"t": "send", "conv": conv, "cmid": "v-1", "text": "订单还没到，怎么回事？", "meta": {"k": [1, 2]}})
+    await visitor.send({"t": "send", "conv": conv, "cmid": "v-1", "text": "订单还没到，怎么回事？",
+                        "meta": {"k": [1, 2]}})
     ack = await visitor.expect("ack")
     assert ack == {"t": "ack", "cmid": "v-1", "conv": conv, "seq": 2, "ts": ack["ts"]}
     msg = await agent.expect("msg", conv=conv, seq=2)
@@ -126,7 +127,7 @@ async def test_typing_is_relayed_and_rate_limited_and_read_marks_relay(api: Api)
 
 
 async def test_history_over_http(api: Api) -> None:
-    visitor, agent, conv, agent_login = await assigned_pair(api)
+    visitor, _agent, conv, agent_login = await assigned_pair(api)
     await visitor.send({"t": "send", "conv": conv, "cmid": "h1", "text": "one"})
     await visitor.expect("ack", cmid="h1")
     session_token = (await api.visitor(visitor.welcome["who"]["id"]))["token"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import struct
 import time
@@ -13,11 +12,10 @@ from pathlib import Path
 import pytest
 import websockets
 from conftest import start_server
+from kefu.auth import Principal, TokenSigner
 from kefu_client import Api, Client
 from test_delivery import agent_session, assigned_pair
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-
-from kefu.auth import Principal, TokenSigner
 
 
 async def handshake_status(url: str, **kwargs) -> int:
@@ -126,7 +124,7 @@ async def test_oversized_messages(api: Api) -> None:
 
 
 async def test_foreign_conversations_are_invisible(api: Api) -> None:
-    visitor_a, agent_a, conv, _ = await assigned_pair(api)
+    visitor_a, _agent_a, conv, _ = await assigned_pair(api)
     visitor_b = await Client.connect(await api.visitor())
     other_agent = await Client.connect(await agent_session(api))
     for intruder in (visitor_b, other_agent):

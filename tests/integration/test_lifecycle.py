@@ -45,7 +45,7 @@ async def test_queue_then_assignment_when_capacity_frees(tmp_path_factory) -> No
 
 
 async def test_open_twice_returns_the_same_conversation(api: Api) -> None:
-    visitor, agent, conv, _ = await assigned_pair(api)
+    visitor, _agent, conv, _ = await assigned_pair(api)
     await visitor.send({"t": "open", "text": "again"})
     again = await visitor.expect("conv")
     assert again["conv"] == conv and again["state"] == "assigned"
@@ -73,7 +73,7 @@ async def test_transfer_to_another_agent(api: Api) -> None:
 
 
 async def test_visitors_cannot_do_agent_actions(api: Api) -> None:
-    visitor, agent, conv, agent_login = await assigned_pair(api)
+    visitor, agent, conv, _agent_login = await assigned_pair(api)
     for frame in ({"t": "accept", "conv": conv}, {"t": "transfer", "conv": conv, "to_skill": "x"}):
         await visitor.send(frame)
         assert (await visitor.expect("error"))["code"] == "forbidden"

@@ -8,7 +8,6 @@ import os
 import stat
 
 import pytest
-
 from kefu import auth
 from kefu.auth import LoginThrottle, Principal, TokenSigner
 

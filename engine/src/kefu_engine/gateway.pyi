@@ -1,7 +1,9 @@
 """Stubs for the Cython gateway (engine/src/kefu_engine/gateway.pyx). Import it only via kefu.compiled."""
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, final
+
+from picows import WSListener
 
 CLOSE_SLOW_CONSUMER: int
 CLOSE_RATE_LIMITED: int
@@ -16,6 +18,7 @@ def configure(
     frame_error: type[Exception],
 ) -> None: ...
 
+@final
 class Limits:
     max_message_size: int
     max_pending_bytes: int
@@ -27,7 +30,7 @@ class Limits:
         rate_per_s: float = 50.0, burst: float = 100.0, max_rate_violations: int = 50,
     ) -> None: ...
 
-class Connection:
+class Connection(WSListener):
     hub: Any
     principal: Any
     binary: bool

@@ -15,6 +15,7 @@ This module imports no other Kefu module: the binary codec and the JSON encoder 
 `configure()` by `kefu.compiled`, the one place that wires compiled modules together.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t
 from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
@@ -48,6 +49,7 @@ def configure(decode_binary, encode_binary, json_loads, json_dumps, frame_error)
     _FrameError = frame_error
 
 
+@cython.final
 cdef class Limits:
     """Per-connection bounds, shared by all connections of a server."""
 

@@ -15,7 +15,6 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
-
 from kefu import auth
 from kefu.auth import Principal
 from kefu.realtime.hub import Hub
@@ -322,11 +321,11 @@ class Api:
         checks = {"storage": False, "bus": False}
         try:
             checks["storage"] = await asyncio.wait_for(self.storage.healthy(), 2.0)
-        except (asyncio.TimeoutError, StorageError):
+        except (TimeoutError, StorageError):
             pass
         try:
             checks["bus"] = await asyncio.wait_for(self.hub.bus.healthy(), 2.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         ok = all(checks.values())
         return web.json_response({"ok": ok, **checks}, status=200 if ok else 503)

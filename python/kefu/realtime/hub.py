@@ -29,13 +29,26 @@ from kefu.config import Config
 from kefu.metrics import Metrics
 from kefu.realtime import frames as F
 from kefu.realtime.frames import ProtocolError
+from kefu.routing import (
+    AgentProfile,
+    Assign,
+    Outcome,
+    Queued,
+    QueuePosition,
+    Rejected,
+    RouteRequest,
+    RoutingEngine,
+)
 from kefu.routing.skills import parse_skill_path
 from kefu.sentiment.model import MoodTracker, trusted_for_routing
-from kefu.routing import (
-    AgentProfile, Assign, Outcome, Queued, QueuePosition, Rejected, RouteRequest, RoutingEngine,
-)
 from kefu.storage.base import (
-    Agent, Conversation, NewMessage, NotFound, Storage, StorageError, StoredMessage,
+    Agent,
+    Conversation,
+    NewMessage,
+    NotFound,
+    Storage,
+    StorageError,
+    StoredMessage,
 )
 
 log = logging.getLogger("kefu.hub")

@@ -8,9 +8,8 @@ a model built for another featuriser version is refused instead of silently scor
 
 from __future__ import annotations
 
-import re
-
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence

@@ -196,7 +196,9 @@ class Storage(abc.ABC):
 
     # --- conversations -----------------------------------------------------------------------------
     @abc.abstractmethod
-    async def open_conversation(self, site_id: int, visitor_id: str, tags: tuple[str, ...] = ()) -> tuple[Conversation, bool]:
+    async def open_conversation(
+        self, site_id: int, visitor_id: str, tags: tuple[str, ...] = (),
+    ) -> tuple[Conversation, bool]:
         """Atomically return the visitor's open (not closed) conversation, or create one in state
         "queued". Returns (conversation, created). Concurrent calls for one visitor create at most one."""
 

@@ -539,7 +539,7 @@ class PostgresStorage(Storage):
                 del self._pending[: self.max_batch]
                 try:
                     await self._commit_batch(batch)
-                except Exception as exc:  # noqa: BLE001 - never leave a caller waiting forever
+                except Exception as exc:
                     for _, _, _, future in batch:
                         _settle(future, None, c.storage_error(exc))
         finally:
@@ -549,7 +549,7 @@ class PostgresStorage(Storage):
         # kefu_append_batch locks the conversations in id order itself; seqs follow the batch order.
         try:
             rows = await self._run(lambda conn: conn.fetch(_APPEND_BATCH_SQL, *_batch_columns(batch)))
-        except Exception as exc:  # noqa: BLE001 - sorted out below; every caller gets an answer
+        except Exception as exc:
             cause = exc.__cause__ if isinstance(exc, StorageError) else exc
             if len(batch) > 1 and not isinstance(cause, _CONNECTION_ERRORS):
                 # The batch was refused for something in it: one message per transaction, so only the

@@ -315,7 +315,7 @@ class SqliteStorage(Storage):
         assert loop is not None and self._queue is not None
         try:
             conn, epoch = self._setup_writer()
-        except Exception as exc:  # noqa: BLE001 - reported to open(); the thread has nothing else to do
+        except Exception as exc:
             error = exc if isinstance(exc, StorageError) else c.storage_error(exc)
             loop.call_soon_threadsafe(_settle_one, ready, None, error)
             return
@@ -349,7 +349,7 @@ class SqliteStorage(Storage):
                 self._fault_before_commit()
             conn.execute("COMMIT")
             self._wal_grew.set()
-        except Exception as exc:  # noqa: BLE001 - the batch as a whole failed: nothing of it is acked
+        except Exception as exc:
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
@@ -396,7 +396,7 @@ class SqliteStorage(Storage):
             cursor.execute("SAVEPOINT item")
             try:
                 result = op(cursor, arg)
-            except Exception as exc:  # noqa: BLE001 - this request's own failure, handed to its caller
+            except Exception as exc:
                 cursor.execute("ROLLBACK TO item")
                 cursor.execute("RELEASE item")
                 outcomes.append((future, None, c.storage_error(exc) if isinstance(exc, sqlite3.Error) else exc))

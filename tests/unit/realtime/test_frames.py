@@ -1,7 +1,6 @@
 """Validation of client frames."""
 
 import pytest
-
 from kefu.realtime import frames as F
 from kefu.realtime.frames import ProtocolError
 
