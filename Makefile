@@ -45,9 +45,10 @@ $(STAMPS)/native: $(STAMPS)/engine $(NATIVE_SRC)
 run: install
 	$(BIN)/kefu serve --dev --data-dir data
 
-.PHONY: test  ## Build, then run every test: cargo test (kernels) and pytest (unit, native, integration)
+.PHONY: test  ## Build, then run every test: cargo test (kernels), loom model checks, pytest
 test: install
 	$(CARGO) test $(KERNELS) -q
+	scripts/loom.sh
 	scripts/pytest-or-fail.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: bench  ## Quick benchmark set; writes bench/results/*.md (bench/run.py --full for the long set)

@@ -188,7 +188,8 @@ def _ratio_rows(reports: dict[str, ScenarioReport]) -> list[dict]:
                 {k: v.get("delivery_p99") for k, v in same.items()}, lambda v: f"{v / 1000:,.2f}", False)
     if "idle" in reports:
         add("idle server memory KiB/conn (ratio = peer/Kefu)",
-            {row["target"]: row.get("rss_per_conn") for row in reports["idle"].rows}, lambda v: f"{v / 1024:.1f}", False)
+            {row["target"]: row.get("rss_per_conn") for row in reports["idle"].rows},
+            lambda v: f"{v / 1024:.1f}", False)
     if "storm" in reports:
         add("reconnect storm handshakes/s", {row["target"]: row.get("rate") for row in reports["storm"].rows},
             lambda v: f"{v:,.0f}", True)
@@ -346,7 +347,7 @@ def main(argv: Sequence[str] | None = None, default_only: str | None = None) -> 
         log(f"[bench] scenario {name} ({profile.name})")
         try:
             report = scenario(profile, targets)
-        except Exception as error:  # noqa: BLE001 - one broken scenario must not hide the others' results
+        except Exception as error:  # one broken scenario must not hide the others' results
             failures.append(f"{name}: {type(error).__name__}: {error}")
             log(f"[bench] scenario {name} FAILED: {error}")
             for target in targets:

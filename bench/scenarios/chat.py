@@ -34,7 +34,8 @@ says otherwise.
   omission). `ack` = time to the sender's acknowledgement (Kefu: after the durable SQLite commit;
   peers: the hub's copy back to the sender), `delivery` = time to the partner's copy. Warm-up
   {warmup:g} s, measured {duration:g} s; messages not answered within the {drain:g} s drain are
-  `missing`.
+  `missing`. `client send lag` = how late the load generator sent against its schedule (small
+  means the client kept up).
 - **Saturation (closed loop).** Every connection keeps {window} message(s) in flight and sends
   the next when its ack arrives; achieved acks/s over {duration:g} s is the saturation rate.
 - CPU: server process tree and client from the kernel's accounting over the run; `other cores` is
@@ -52,7 +53,7 @@ RATE_COLUMNS = [
     ("delivery_p999", "delivery p99.9 ms", "us"), ("missing", "missing", "int"),
     ("server_cores", "server cores", "f2"), ("server_wait_cores", "server starved (cores)", "f2"),
     ("server_us_per_msg", "server CPU µs/msg", "f1"), ("client_cores", "client cores", "f2"),
-    ("other_cores", "other cores", "f2"),
+    ("send_lag_p99_us", "client send lag p99 ms", "us"), ("other_cores", "other cores", "f2"),
 ]
 
 SATURATION_COLUMNS = [

@@ -24,7 +24,8 @@ that it is ready. Median over the runs, min–max in brackets.
 """
 
 COLUMNS = [
-    ("target", "server", "str"), ("runs", "runs", "int"), ("first_connection", "exec → first accepted connection (s)", "str"),
+    ("target", "server", "str"), ("runs", "runs", "int"),
+    ("first_connection", "exec → first accepted connection (s)", "str"),
     ("ready_line", "exec → ready line (s)", "str"),
 ]
 

@@ -79,7 +79,7 @@ def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
             baseline_slab = slab_bytes()
             sample: dict[str, float] = {}
             measured = measured_run(target, lines, "idle",
-                                    ["--inflight", "200", "--sources", "8", "--hold", "600", "--quiet"],
+                                    ["--inflight", "200", "--sources", "8", "--hold", "600"],
                                     on_connected=functools.partial(_sample_while_held, target, sample),
                                     stop_after_connected=True)
             open_count = measured.load.counters.get("conns", 0) - measured.load.counters.get("connect_failed", 0)

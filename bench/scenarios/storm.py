@@ -47,7 +47,7 @@ def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
         try:
             lines = target.idle(connections)
             measured = measured_run(target, lines, "storm",
-                                    ["--inflight", str(IN_FLIGHT), "--sources", "8", "--pause", "1", "--quiet"])
+                                    ["--inflight", str(IN_FLIGHT), "--sources", "8", "--pause", "1"])
             load = measured.load
             handshake = load.connect.summary_us()
             reconnected = load.counters.get("reconnected", 0)

@@ -84,7 +84,7 @@ class Target(ABC):
     def ready_marker(self) -> str:
         """Prefix of the stdout line the server prints once it accepts connections."""
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027 - optional hook, most targets need nothing
         """Work done before the server starts (not part of its cold start)."""
 
     def start(self, probe_first_connection: bool = False) -> float:
@@ -137,7 +137,7 @@ class Target(ABC):
         self.ready_seconds = time.monotonic() - started
         return self.ready_seconds
 
-    def on_ready_line(self, line: str) -> None:
+    def on_ready_line(self, line: str) -> None:  # noqa: B027 - optional hook, only Kefu announces URLs
         """Parse what the ready line announces (Kefu prints its URLs)."""
 
     def stop(self) -> None:

@@ -145,7 +145,9 @@ fn deadline_after(timeout: Option<f64>) -> PyResult<Option<Instant>> {
         return Ok(None);
     };
     if seconds.is_nan() || seconds < 0.0 {
-        return Err(PyValueError::new_err("timeout must be a non-negative number or None"));
+        return Err(PyValueError::new_err(
+            "timeout must be a non-negative number or None",
+        ));
     }
     // A timeout too large to represent is, in practice, forever.
     Ok(Duration::try_from_secs_f64(seconds)
@@ -405,7 +407,11 @@ impl MpmcQueue {
             "MpmcQueue(capacity={}, len={}, closed={})",
             self.ring.capacity(),
             self.ring.len(),
-            if self.ring.is_closed() { "True" } else { "False" }
+            if self.ring.is_closed() {
+                "True"
+            } else {
+                "False"
+            }
         )
     }
 }

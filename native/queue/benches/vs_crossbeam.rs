@@ -58,7 +58,11 @@ struct Settings {
 impl Settings {
     /// Reads `--messages`, `--runs`, `--capacity`; ignores what cargo adds (`--bench`).
     fn from_args() -> Self {
-        let mut settings = Settings { messages: 2_000_000, runs: 5, capacity: 1024 };
+        let mut settings = Settings {
+            messages: 2_000_000,
+            runs: 5,
+            capacity: 1024,
+        };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
             let mut value = || -> u64 {
@@ -103,7 +107,8 @@ fn run_once<Q: BoundedQueue>(settings: &Settings, producers: u64, consumers: u64
         .collect();
     let consumer_threads: Vec<_> = (0..consumers)
         .map(|_| {
-            let (queue, start, popped) = (Arc::clone(&queue), Arc::clone(&start), Arc::clone(&popped));
+            let (queue, start, popped) =
+                (Arc::clone(&queue), Arc::clone(&start), Arc::clone(&popped));
             thread::spawn(move || {
                 start.wait();
                 let mut sum = 0u64;
@@ -131,7 +136,12 @@ fn run_once<Q: BoundedQueue>(settings: &Settings, producers: u64, consumers: u64
         .map(|consumer| consumer.join().expect("consumer panicked"))
         .fold(0u64, u64::wrapping_add);
     let seconds = began.elapsed().as_secs_f64();
-    assert_eq!(black_box(sum), (0..total).fold(0u64, u64::wrapping_add), "{} lost messages", Q::NAME);
+    assert_eq!(
+        black_box(sum),
+        (0..total).fold(0u64, u64::wrapping_add),
+        "{} lost messages",
+        Q::NAME
+    );
     total as f64 / seconds
 }
 
@@ -146,9 +156,18 @@ fn median(mut samples: Vec<f64>) -> f64 {
 }
 
 /// Prints one JSON line for `Q`'s samples and returns their median.
-fn report<Q: BoundedQueue>(settings: &Settings, producers: u64, consumers: u64, samples: &[f64]) -> f64 {
+fn report<Q: BoundedQueue>(
+    settings: &Settings,
+    producers: u64,
+    consumers: u64,
+    samples: &[f64],
+) -> f64 {
     let median_rate = median(samples.to_vec());
-    let runs = samples.iter().map(|rate| format!("{rate:.0}")).collect::<Vec<_>>().join(",");
+    let runs = samples
+        .iter()
+        .map(|rate| format!("{rate:.0}"))
+        .collect::<Vec<_>>()
+        .join(",");
     println!(
         "{{\"queue\":\"{}\",\"producers\":{producers},\"consumers\":{consumers},\"capacity\":{},\
          \"messages\":{},\"runs_ops_per_s\":[{runs}],\"median_ops_per_s\":{median_rate:.0}}}",

@@ -24,7 +24,9 @@ mod sync;
 use std::fmt;
 use std::mem::MaybeUninit;
 
-use sync::{fence, spin_hint, yield_now, AtomicUsize, Ordering, UnsafeCell, BACKOFF_YIELD_FROM_STEP};
+use sync::{
+    fence, spin_hint, yield_now, AtomicUsize, Ordering, UnsafeCell, BACKOFF_YIELD_FROM_STEP,
+};
 
 /// Keeps `head` and `tail` on separate cache lines so producers and consumers do not invalidate each
 /// other's line on every operation (false sharing). 128 bytes because x86-64's adjacent-line
@@ -56,7 +58,10 @@ struct Backoff {
 
 // Under loom YIELD_FROM_STEP is 0 and clippy rightly sees the step arithmetic as constant; it exists
 // for the std build.
-#[cfg_attr(loom, allow(clippy::unnecessary_min_or_max, clippy::absurd_extreme_comparisons))]
+#[cfg_attr(
+    loom,
+    allow(clippy::unnecessary_min_or_max, clippy::absurd_extreme_comparisons)
+)]
 impl Backoff {
     /// Spins below this step, yields the CPU from it on.
     const YIELD_FROM_STEP: u32 = BACKOFF_YIELD_FROM_STEP;
@@ -376,7 +381,11 @@ mod tests {
                 for item in 0..capacity {
                     assert_eq!(ring.try_push(round * 1000 + item), Ok(()));
                 }
-                assert_eq!(ring.try_push(usize::MAX), Err(usize::MAX), "capacity {capacity}");
+                assert_eq!(
+                    ring.try_push(usize::MAX),
+                    Err(usize::MAX),
+                    "capacity {capacity}"
+                );
                 assert_eq!(ring.len(), capacity);
                 for item in 0..capacity {
                     assert_eq!(ring.try_pop(), Some(round * 1000 + item));

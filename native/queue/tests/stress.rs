@@ -36,8 +36,11 @@ fn exchange(capacity: usize, producers: usize, consumers: usize, items_per_produ
 
     let consumer_threads: Vec<_> = (0..consumers)
         .map(|_| {
-            let (ring, start, delivered) =
-                (Arc::clone(&ring), Arc::clone(&start), Arc::clone(&delivered));
+            let (ring, start, delivered) = (
+                Arc::clone(&ring),
+                Arc::clone(&start),
+                Arc::clone(&delivered),
+            );
             thread::spawn(move || {
                 start.wait();
                 let mut seen = Vec::new();
@@ -75,7 +78,10 @@ fn exchange(capacity: usize, producers: usize, consumers: usize, items_per_produ
     }
     for (producer, counts) in times_seen.iter().enumerate() {
         for (counter, &count) in counts.iter().enumerate() {
-            assert_eq!(count, 1, "capacity {capacity}: item ({producer}, {counter}) seen {count} times");
+            assert_eq!(
+                count, 1,
+                "capacity {capacity}: item ({producer}, {counter}) seen {count} times"
+            );
         }
     }
     assert!(ring.is_empty());
