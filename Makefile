@@ -43,7 +43,7 @@ $(STAMPS)/native: $(STAMPS)/engine $(NATIVE_SRC)
 
 .PHONY: run  ## Build, then start `kefu serve` on embedded defaults (SQLite under ./data, in-process bus)
 run: install
-	$(BIN)/kefu serve --dev --data-dir data
+	$(BIN)/kefu --data-dir data serve
 
 .PHONY: test  ## Build, then run every test: cargo test (kernels), loom model checks, pytest
 test: install

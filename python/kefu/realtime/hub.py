@@ -324,14 +324,8 @@ class Hub:
 
     @staticmethod
     def _msg_frame(message: StoredMessage) -> dict[str, Any]:
-        sender: dict[str, Any] = {"id": message.sender_id, "role": message.sender_role}
-        if message.sender_name:
-            sender["name"] = message.sender_name
-        frame: dict[str, Any] = {"t": "msg", "conv": message.conv, "seq": message.seq, "cmid": message.cmid,
-                                 "from": sender, "text": message.text, "kind": message.kind, "ts": message.ts}
-        if message.meta:
-            frame["meta"] = message.meta
-        return frame
+        return _message_frame(message.conv, message.seq, message.cmid, message.sender_id, message.sender_role,
+                              message.sender_name, message.text, message.kind, message.meta, message.ts)
 
     async def _replay_then_live(self, conn: compiled.Connection, runtime: ConvRuntime, after_seq: int) -> None:
         """Register for live frames first, read what was missed, send it, then drain what arrived
@@ -471,7 +465,9 @@ class Hub:
 
     async def _send(self, conn: compiled.Connection, principal: Principal, message: NewMessage,
                     received_at: float) -> None:
-        runtime = await self._accessible(principal, message.conv)
+        runtime = self.convs.get(message.conv)  # the hot path: a conversation already in memory
+        if runtime is None or not self._can_access(principal, runtime.conv):
+            runtime = await self._accessible(principal, message.conv)
         if runtime.conv.state == "closed":
             raise ProtocolError("conflict", "the conversation is closed")
         if principal.role == "agent" and runtime.conv.agent_id != principal.id and runtime.conv.state == "queued":
@@ -496,11 +492,9 @@ class Hub:
             self.metrics.inc("kefu_messages_deduplicated_total")
             return False
         committed_at = time.perf_counter()
-        stored = StoredMessage(conv=message.conv, seq=result.seq, cmid=message.cmid,
-                               sender_id=message.sender_id, sender_role=message.sender_role,
-                               sender_name=message.sender_name, text=message.text, kind=message.kind,
-                               meta=message.meta, ts=result.ts)
-        self._release_in_order(runtime, self._msg_frame(stored))
+        self._release_in_order(runtime, _message_frame(
+            message.conv, result.seq, message.cmid, message.sender_id, message.sender_role,
+            message.sender_name, message.text, message.kind, message.meta, result.ts))
         self.metrics.delivery_latency.observe(time.perf_counter() - committed_at)
         return True
 
@@ -767,3 +761,16 @@ def _profile(agent: Agent) -> AgentProfile:
         agent_id=agent.id, site_id=agent.site_id, skills=dict(list(skills.items())[:256]),
         capacity=min(max(agent.capacity, 1), 1000), languages=agent.languages, geo=agent.geo,
         deescalation=min(max(agent.skills.get(DEESCALATION_SKILL, 0.5), 0.0), 1.0), teams=agent.teams)
+
+
+def _message_frame(conv: int, seq: int, cmid: str, sender_id: str, sender_role: str, sender_name: str | None,
+                   text: str, kind: str, meta: dict[str, Any], ts: float) -> dict[str, Any]:
+    """A `msg` frame (live or replayed: the same shape either way)."""
+    sender: dict[str, Any] = {"id": sender_id, "role": sender_role}
+    if sender_name:
+        sender["name"] = sender_name
+    frame: dict[str, Any] = {"t": "msg", "conv": conv, "seq": seq, "cmid": cmid, "from": sender, "text": text,
+                             "kind": kind, "ts": ts}
+    if meta:
+        frame["meta"] = meta
+    return frame
