@@ -173,14 +173,14 @@ class Server:
 
 
 def load_sentiment(config: Config) -> Any:
-    """The bundled sentiment model's `predict` (loaded once, ~10 ms after import), or None when
-    turned off with KEFU_SENTIMENT=0. A model that fails to load stops the start: routing by mood
-    must not vanish silently."""
+    """The bundled sentiment model (loaded once, ~10 ms after import), or None when turned off with
+    KEFU_SENTIMENT=0. A model that fails to load stops the start: routing by mood must not vanish
+    silently."""
     if not config.sentiment:
         return None
     from kefu.sentiment import SentimentModel
 
-    return SentimentModel.load().predict
+    return SentimentModel.load()
 
 
 async def serve(config: Config) -> None:

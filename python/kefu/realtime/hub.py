@@ -29,6 +29,7 @@ from kefu.config import Config
 from kefu.metrics import Metrics
 from kefu.realtime import frames as F
 from kefu.realtime.frames import ProtocolError
+from kefu.realtime.mood import MoodScorer
 from kefu.routing import (
     AgentProfile,
     Assign,
@@ -40,7 +41,7 @@ from kefu.routing import (
     RoutingEngine,
 )
 from kefu.routing.skills import parse_skill_path
-from kefu.sentiment.model import MoodTracker, trusted_for_routing
+from kefu.sentiment.model import MoodTracker, SentimentModel, trusted_for_routing
 from kefu.storage.base import (
     Agent,
     Conversation,
@@ -83,9 +84,8 @@ class ConvRuntime:
 
 class Hub:
     def __init__(self, config: Config, storage: Storage, bus: Bus, router: RoutingEngine, metrics: Metrics,
-                 *, sentiment: Callable[[str], float] | None = None) -> None:
-        """`sentiment` maps a visitor's text to p_neg (the bundled model's `predict`); None turns
-        mood tracking off."""
+                 *, sentiment: SentimentModel | None = None) -> None:
+        """`sentiment` scores visitors' messages (the bundled model); None turns mood tracking off."""
         self.config = config
         self.storage = storage
         self.bus = bus
@@ -93,6 +93,7 @@ class Hub:
         self.metrics = metrics
         self.sentiment = sentiment
         self.moods = MoodTracker()
+        self.mood_scorer = MoodScorer(sentiment, self._on_scored) if sentiment is not None else None
         self.limits = compiled.GatewayLimits(
             max_message_size=config.max_message_size, max_pending_bytes=config.max_pending_bytes,
             rate_per_s=config.rate_per_s, burst=config.rate_burst)
@@ -127,6 +128,10 @@ class Hub:
             self.router.conversation_opened(RouteRequest(conv_id=conv.id, site_id=conv.site_id,
                                                          visitor_id=conv.visitor_id), time.time())
         await self.bus.start(self._on_bus_event)
+        if self.mood_scorer is not None:
+            self.mood_scorer.start()
+            self.metrics.gauge("kefu_mood_unscored_total", "visitor messages not scored (backlog full)",
+                               lambda: self.mood_scorer.dropped if self.mood_scorer else 0)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def stop(self) -> None:
@@ -136,6 +141,8 @@ class Hub:
             conn.close(1001, b"server shutting down")
         for timer in self._offline_timers.values():
             timer.cancel()
+        if self.mood_scorer is not None:
+            await self.mood_scorer.stop()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
 
@@ -443,8 +450,8 @@ class Hub:
             await self._store_and_fan_out(runtime, NewMessage(
                 conv=conv.id, cmid=f"open-{conv.id}", sender_id=principal.id, sender_role="visitor",
                 sender_name=principal.name, text=text))
-            if self.sentiment is not None:
-                mood = self.moods.update(conv.id, self.sentiment(text)).mood
+            if self.sentiment is not None:  # scored now: this first routing decision uses it
+                mood = self.moods.update(conv.id, self.sentiment.predict(text)).mood
                 p_neg = mood if trusted_for_routing(text) else 0.0
         visitor = await self.storage.get_visitor(principal.id)
         request = RouteRequest(
@@ -474,8 +481,8 @@ class Hub:
             raise ProtocolError("forbidden", "accept the conversation first")
         result = await self._store_and_fan_out(runtime, message, ack_to=conn)
         self.metrics.ack_latency.observe(time.perf_counter() - received_at)
-        if result and principal.role == "visitor" and self.sentiment is not None:
-            self._mood(runtime, message.text)
+        if result and principal.role == "visitor" and self.mood_scorer is not None:
+            self.mood_scorer.submit(message.conv, message.text)
 
     async def _store_and_fan_out(self, runtime: ConvRuntime, message: NewMessage,
                                  ack_to: compiled.Connection | None = None) -> bool:
@@ -498,19 +505,20 @@ class Hub:
         self.metrics.delivery_latency.observe(time.perf_counter() - committed_at)
         return True
 
-    def _mood(self, runtime: ConvRuntime, text: str) -> None:
-        """Fold the visitor's message into the conversation's mood (an EWMA of p_neg); the router
-        may escalate to a stronger de-escalator when it turns bad (RoutingConfig.escalation)."""
-        assert self.sentiment is not None
-        mood = self.moods.update(runtime.conv.id, self.sentiment(text))
-        self.metrics.inc("kefu_messages_scored_total")
-        if mood.turned_angry:
-            self.metrics.inc("kefu_conversations_turned_angry_total")
-        if not trusted_for_routing(text):
-            return
-        outcomes = self.router.sentiment_changed(runtime.conv.id, mood.mood, time.time())
-        if outcomes:
-            self._spawn(self._apply_all(outcomes))
+    def _on_scored(self, scored: list[tuple[int, str, float]]) -> None:
+        """Fold scored visitor messages into their conversations' moods (an EWMA of p_neg); the
+        router may escalate to a stronger de-escalator when a mood turns bad (RoutingConfig.escalation)."""
+        now = time.time()
+        for conv_id, text, p_neg in scored:
+            mood = self.moods.update(conv_id, p_neg)
+            self.metrics.inc("kefu_messages_scored_total")
+            if mood.turned_angry:
+                self.metrics.inc("kefu_conversations_turned_angry_total")
+            if not trusted_for_routing(text):
+                continue
+            outcomes = self.router.sentiment_changed(conv_id, mood.mood, now)
+            if outcomes:
+                self._spawn(self._apply_all(outcomes))
 
     def _on_typing(self, conn: compiled.Connection, principal: Principal,
                    frame: dict[str, Any]) -> Awaitable[None] | None:
