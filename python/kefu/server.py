@@ -125,6 +125,9 @@ class Server:
     async def start(self) -> None:
         started = time.perf_counter()
         config = self.config
+        if config.workers > 1:
+            log.warning("WORKERS=%d: worker processes arrive with the scale-out work; running one process",
+                        config.workers)
         secret = auth.load_or_create_secret(config.data_dir, config.secret, dev=config.dev)
         signer = TokenSigner(secret)
         await self.storage.open()

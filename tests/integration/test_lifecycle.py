@@ -142,3 +142,17 @@ async def test_angry_visitor_is_escalated_to_a_de_escalator(api: Api) -> None:
     assert (await visitor.expect("conv", conv=conv, state="transferred"))["agent"] == expert_login["agent_id"]
     status, body = await api.request("GET", f"/api/v1/conversations/{conv}/routing", token=expert_login["token"])
     assert status == 200 and [d["reason"] for d in body["decisions"]][-1] == "escalation"
+
+
+async def test_skill_change_takes_effect_for_routing_at_once(api: Api) -> None:
+    admin = await api.admin()
+    skill = f"test/{uuid.uuid4().hex[:8]}"
+    login = await agent_session(api, skills={"other/thing": 1.0})
+    agent = await Client.connect(login)
+    status, _ = await api.request("PATCH", f"/api/v1/admin/agents/{login['agent_id']}", token=admin["token"],
+                                  body={"skills": {skill: 1.0}})
+    assert status == 200
+    visitor = await Client.connect(await api.visitor())
+    await visitor.send({"t": "open", "text": "hi", "tags": [skill]})
+    offered = await agent.expect("conv", state="assigned")
+    assert offered["why"]["top"][0]["skill"] == 1.0

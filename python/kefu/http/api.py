@@ -314,6 +314,8 @@ class Api:
         agent = await self.storage.update_agent(agent.id, **fields)
         if fields.get("disabled") or "password_hash" in fields or "role" in fields:
             self.hub.revoke(agent.id)  # S5: a changed identity closes the old sessions at once
+        else:
+            await self.hub.agent_changed(agent)
         return web.json_response(self._agent_json(agent))
 
     # --- operations -----------------------------------------------------------------------------

@@ -399,7 +399,8 @@ class Hub:
             convs = await self.storage.list_conversations(visitor_id=principal.id, states=OPEN_STATES)
         else:
             await self._agent_connected(principal)
-            convs = await self.storage.list_conversations(agent_id=principal.id, states=OPEN_STATES)
+            # Capacity is at most 1000, so this lists every open conversation of the agent.
+            convs = await self.storage.list_conversations(agent_id=principal.id, states=OPEN_STATES, limit=1000)
         runtimes = []
         for conv in convs:
             runtime = self.convs.get(conv.id)
@@ -706,6 +707,13 @@ class Hub:
             return
         if outcomes:
             self._spawn(self._apply_all(outcomes))
+
+    async def agent_changed(self, agent: Agent) -> None:
+        """An admin changed an agent (skills, capacity, languages…): keep the router's columns current."""
+        if agent.id in self.agents:
+            self.agents[agent.id] = agent
+        if agent.id in self.online_agents and not agent.disabled:
+            await self._apply_all(self.router.agent_updated(_profile(agent), time.time()))
 
     def revoke(self, principal_id: str, reason: bytes = b"access revoked") -> int:
         """Close every connection of a principal (agent disabled, password changed)."""
