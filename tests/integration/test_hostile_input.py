@@ -281,3 +281,30 @@ async def test_health_and_metrics(api: Api) -> None:
     assert status == 200 and "kefu_connections " in text and "kefu_ack_latency_seconds_bucket" in text
     status, _ = await api.request("GET", "/api/v1/conversations/abc/messages", token="x")
     assert status == 401
+
+
+async def test_http_api_rejects_bad_input_with_json_errors(api: Api) -> None:
+    cases = [
+        ({"site": api.server.site_key, "geo": {"lat": 91, "lon": 0}}, 400),
+        ({"site": api.server.site_key, "geo": "here"}, 400),
+        ({"site": api.server.site_key, "tags": ["x"] * 21}, 400),
+        ({"site": api.server.site_key, "name": "n" * 101}, 400),
+        ({"site": 12}, 400),
+        ({}, 400),
+        ({"site": "no-such-site"}, 404),
+    ]
+    for body, expected in cases:
+        status, answer = await api.request("POST", "/api/v1/visitor/session", body=body)
+        assert status == expected and "error" in answer, (body, status, answer)
+    status, answer = await api.request("POST", "/api/v1/visitor/session", body=["not", "an", "object"])
+    assert status == 400
+    status, _ = await api.request("POST", "/api/v1/visitor/session", body={"site": "x" * 70_000})
+    assert status == 413  # over the 64 KiB body limit
+    token = (await api.visitor())["token"]
+    for query in ("after_seq=-1", "limit=0", "limit=501", "after_seq=abc"):
+        status, _ = await api.request("GET", f"/api/v1/conversations/1/messages?{query}", token=token)
+        assert status in (400, 404)
+    status, _ = await api.request("GET", "/api/v1/conversations/99999999999999999999/messages", token=token)
+    assert status == 404
+    status, _ = await api.request("GET", "/../../etc/passwd")
+    assert status == 404

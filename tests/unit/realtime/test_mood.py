@@ -6,7 +6,6 @@ import asyncio
 import threading
 
 import numpy as np
-
 from kefu.realtime.mood import MoodScorer
 
 
