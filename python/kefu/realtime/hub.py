@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from kefu import compiled
@@ -44,6 +45,7 @@ from kefu.routing.skills import parse_skill_path
 from kefu.sentiment.model import MoodTracker, SentimentModel, trusted_for_routing
 from kefu.storage.base import (
     Agent,
+    AppendResult,
     Conversation,
     NewMessage,
     NotFound,
@@ -462,36 +464,80 @@ class Hub:
             preferred_agent=visitor.last_agent_id if visitor else None)
         await self._apply(self.router.conversation_opened(request, time.time()))
 
-    def _on_send(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> Awaitable[None]:
+    def _on_send(self, conn: compiled.Connection, principal: Principal,
+                 frame: dict[str, Any]) -> Awaitable[None] | None:
+        received_at = time.perf_counter()
         conv_id = F.conv_id(frame)
         message = NewMessage(
             conv=conv_id, cmid=F.cmid(frame, self.config.max_cmid_len), sender_id=principal.id,
             sender_role=principal.role, sender_name=principal.name,
             text=F.text(frame, self.config.max_text_bytes, required=True) or "",
             kind=F.kind(frame), meta=F.meta(frame))
-        return self._send(conn, principal, message, time.perf_counter())
+        runtime = self.convs.get(conv_id)
+        if runtime is None or not self._can_access(principal, runtime.conv):
+            return self._send(conn, principal, message, received_at)  # load or refuse, off the hot path
+        # The hot path: no task, no coroutine; the commit's future calls back.
+        self._check_sendable(principal, runtime)
+        try:
+            future = self.storage.submit_message(message)
+        except ValueError as error:  # a value no database stores (NUL, NaN in meta): retrying won't help
+            raise ProtocolError("bad_frame", str(error)) from None
+        except StorageError as error:
+            raise ProtocolError("unavailable", f"{error}; nothing was stored, retry later") from None
+        future.add_done_callback(partial(self._on_committed, conn, runtime, message, received_at))
+        return None
+
+    def _on_committed(self, conn: compiled.Connection, runtime: ConvRuntime, message: NewMessage,
+                      received_at: float, future: asyncio.Future[AppendResult]) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is None:
+            self._sent(conn, runtime, message, future.result(), received_at)
+        elif isinstance(error, NotFound):
+            conn.send_error("not_found", "no such conversation", message.cmid)
+        else:
+            self.metrics.inc("kefu_storage_errors_total")
+            log.error("storing a message failed", exc_info=error)
+            conn.send_error("unavailable", "storage unavailable; nothing was stored, retry later", message.cmid)
 
     async def _send(self, conn: compiled.Connection, principal: Principal, message: NewMessage,
                     received_at: float) -> None:
-        runtime = self.convs.get(message.conv)  # the hot path: a conversation already in memory
-        if runtime is None or not self._can_access(principal, runtime.conv):
-            runtime = await self._accessible(principal, message.conv)
+        runtime = await self._accessible(principal, message.conv)
+        self._check_sendable(principal, runtime)
+        try:
+            result = await self.storage.append_message(message)
+        except ValueError as error:
+            raise ProtocolError("bad_frame", str(error)) from None
+        self._sent(conn, runtime, message, result, received_at)
+
+    @staticmethod
+    def _check_sendable(principal: Principal, runtime: ConvRuntime) -> None:
         if runtime.conv.state == "closed":
             raise ProtocolError("conflict", "the conversation is closed")
         if principal.role == "agent" and runtime.conv.agent_id != principal.id and runtime.conv.state == "queued":
             raise ProtocolError("forbidden", "accept the conversation first")
-        result = await self._store_and_fan_out(runtime, message, ack_to=conn)
+
+    def _sent(self, conn: compiled.Connection, runtime: ConvRuntime, message: NewMessage, result: AppendResult,
+              received_at: float) -> None:
+        """A client's message is durably stored: ack it, fan it out, score the visitor's mood."""
+        created = self._announce(runtime, message, result, ack_to=conn)
         self.metrics.ack_latency.observe(time.perf_counter() - received_at)
-        if result and principal.role == "visitor" and self.mood_scorer is not None:
+        if created and message.sender_role == "visitor" and self.mood_scorer is not None:
             self.mood_scorer.submit(message.conv, message.text)
 
-    async def _store_and_fan_out(self, runtime: ConvRuntime, message: NewMessage,
-                                 ack_to: compiled.Connection | None = None) -> bool:
-        """Store durably, ack the sender, then fan out. Returns True when the message is new."""
+    async def _store_and_fan_out(self, runtime: ConvRuntime, message: NewMessage) -> bool:
+        """Store a message the server writes on someone's behalf (an `open`'s text), then fan out."""
         try:
             result = await self.storage.append_message(message)
-        except ValueError as error:  # a value no database stores (NUL, NaN in meta): retrying won't help
+        except ValueError as error:
             raise ProtocolError("bad_frame", str(error)) from None
+        return self._announce(runtime, message, result, ack_to=None)
+
+    def _announce(self, runtime: ConvRuntime, message: NewMessage, result: AppendResult,
+                  ack_to: compiled.Connection | None) -> bool:
+        """After the commit: ack the sender, then fan out. Returns True when the message is new
+        (a retried cmid is acked with its original seq and not delivered again)."""
         if ack_to is not None:
             ack_to.send_frame({"t": "ack", "cmid": message.cmid, "conv": message.conv, "seq": result.seq,
                                "ts": result.ts})

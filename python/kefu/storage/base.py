@@ -10,6 +10,7 @@ Participant ids are opaque strings: visitors "v_…", agents "a_…". Conversati
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -220,11 +221,20 @@ class Storage(abc.ABC):
 
     # --- messages ----------------------------------------------------------------------------------
     @abc.abstractmethod
+    def submit_message(self, msg: NewMessage) -> asyncio.Future[AppendResult]:
+        """Queue one message for storing and return the future of its `AppendResult`: the next `seq`
+        of its conversation, assigned in the storing transaction, or the original seq when
+        (conv, sender_id, cmid) exists. The future resolves only after a durable commit; many
+        messages share one transaction (group commit). It fails with NotFound for an unknown
+        conversation and StorageError when nothing could be stored.
+
+        Called on the event loop; raises at once (ValueError) for values no database stores and
+        (StorageError) when storage is closed or overloaded. The server's hot path uses this form to
+        attach a callback instead of running a task per message."""
+
     async def append_message(self, msg: NewMessage) -> AppendResult:
-        """Store one message: assign the next `seq` of its conversation in the same transaction, or
-        return the original seq when (conv, sender_id, cmid) exists. Resolves only after a durable
-        commit. Many concurrent calls are batched into one transaction (group commit).
-        Raises NotFound for an unknown conversation, StorageError when nothing could be stored."""
+        """`submit_message`, awaited."""
+        return await self.submit_message(msg)
 
     @abc.abstractmethod
     async def messages_after(self, conv_id: int, after_seq: int, limit: int) -> list[StoredMessage]:

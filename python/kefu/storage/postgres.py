@@ -520,7 +520,7 @@ class PostgresStorage(Storage):
         return [c.conversation_from_row(row) for row in rows]
 
     # --- messages ----------------------------------------------------------------------------------
-    async def append_message(self, msg: NewMessage) -> AppendResult:
+    def submit_message(self, msg: NewMessage) -> asyncio.Future[AppendResult]:
         meta_json = c.check_storable_message(msg)
         if not self._accepting:
             raise StorageError("storage is not open")
@@ -529,7 +529,7 @@ class PostgresStorage(Storage):
         if self._batch_task is None:
             # Started, not run: appends made in this same loop tick join the first batch.
             self._batch_task = asyncio.create_task(self._commit_pending())
-        return await future
+        return future
 
     async def _commit_pending(self) -> None:
         """Commit pending appends batch after batch; appends made meanwhile wait for the next batch."""

@@ -674,7 +674,7 @@ class SqliteStorage(Storage):
         return [c.conversation_from_row(row) for row in rows]
 
     # --- messages ----------------------------------------------------------------------------------
-    async def append_message(self, msg: NewMessage) -> AppendResult:
+    def submit_message(self, msg: NewMessage) -> asyncio.Future[AppendResult]:
         meta_json = c.check_storable_message(msg)
         if not self._accepting:
             raise StorageError("storage is not open")
@@ -682,7 +682,7 @@ class SqliteStorage(Storage):
         future: asyncio.Future[AppendResult] = self._loop.create_future()  # type: ignore[union-attr]
         if not self._queue.try_put((_append, (msg, meta_json), future)):  # type: ignore[union-attr]
             raise StorageError("storage overloaded: too many writes pending")
-        return await future
+        return future
 
     async def messages_after(self, conv_id: int, after_seq: int, limit: int) -> list[StoredMessage]:
         page = c.clamp_limit(limit, c.MAX_PAGE_LIMIT)
