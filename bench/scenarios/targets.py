@@ -370,7 +370,7 @@ class KefuTarget(Target):
         self.data_dir = Path(tempfile.mkdtemp(prefix="kefu-bench-"))
         site = self._kefu("site", "create", "--name", "bench", "--origin", KEFU_ORIGIN)
         self.site_key = site["key"]
-        self._kefu("admin", "create", "--site", self.site_key, "--username", "bench-admin", "--password",
+        self._kefu("admin", "create", f"--site={self.site_key}", "--username", "bench-admin", "--password",
                    BENCH_PASSWORD)
         self.http_port = free_port()
 

@@ -44,7 +44,9 @@ def new_agent_id() -> str:
 
 
 def new_site_key() -> str:
-    return secrets.token_urlsafe(16)
+    """"s_" + 22 url-safe characters: the prefix keeps a key from starting with "-", which command
+    lines would take for an option (`kefu admin create --site -x…`)."""
+    return "s_" + secrets.token_urlsafe(16)
 
 
 def new_epoch() -> str:
