@@ -156,3 +156,27 @@ async def test_skill_change_takes_effect_for_routing_at_once(api: Api) -> None:
     await visitor.send({"t": "open", "text": "hi", "tags": [skill]})
     offered = await agent.expect("conv", state="assigned")
     assert offered["why"]["top"][0]["skill"] == 1.0
+
+
+async def test_after_a_restart_held_conversations_still_fill_capacity(tmp_path_factory) -> None:
+    proc = start_server(tmp_path_factory)
+    api = Api(proc)
+    login = await agent_session(api, capacity=1)
+    agent = await Client.connect(login)
+    first = await Client.connect(await api.visitor())
+    await first.send({"t": "open", "text": "hello"})
+    conv = (await agent.expect("conv", state="assigned"))["conv"]
+    await agent.send({"t": "accept", "conv": conv})
+    await first.expect("conv", state="assigned")
+    proc.stop()
+    again = type(proc)(proc.data_dir, env=proc.env, http_port=proc.http_port, ws_port=proc.ws_port).start()
+    again.site_key, again.admin_password = proc.site_key, proc.admin_password
+    try:
+        api = Api(again)
+        agent = await Client.connect(await api.login(login["username"], "password-" + login["username"]))
+        assert [c["conv"] for c in agent.welcome["convs"]] == [conv]
+        second = await Client.connect(await api.visitor())
+        await second.send({"t": "open", "text": "me too"})
+        assert (await second.expect("conv"))["state"] == "queued"  # capacity 1 is still taken
+    finally:
+        again.stop()

@@ -13,7 +13,7 @@ async def test_server_on_postgres_keeps_every_acked_message(tmp_path_factory, pg
     env = {"DB_URL": pg_database_dsn, "KEFU_RATE_PER_S": "10000", "KEFU_RATE_BURST": "10000"}
     proc = ServerProcess(tmp_path_factory.mktemp("kefu-pg"), env=env).start()
     api = Api(proc)
-    visitor, agent, conv, agent_login = await assigned_pair(api, binary_visitor=True)
+    visitor, _agent, conv, agent_login = await assigned_pair(api, binary_visitor=True)
     acked = {}
     for i in range(50):
         await visitor.send({"t": "send", "conv": conv, "cmid": f"pg{i}", "text": f"message {i}"})

@@ -740,7 +740,11 @@ class Hub:
         if agent.id in self.online_agents:
             return
         self.online_agents.add(agent.id)
-        await self._apply_all(self.router.agent_online(_profile(agent), time.time()))
+        # Conversations it held before a restart count against its capacity again.
+        held = await self.storage.list_conversations(agent_id=agent.id, states=("assigned", "transferred"),
+                                                     limit=1000)
+        holding = [RouteRequest(conv_id=c.id, site_id=c.site_id, visitor_id=c.visitor_id) for c in held]
+        await self._apply_all(self.router.agent_online(_profile(agent), time.time(), holding=holding))
 
     def _agent_offline(self, agent_id: str) -> None:
         self._offline_timers.pop(agent_id, None)

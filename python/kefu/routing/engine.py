@@ -47,7 +47,7 @@ import dataclasses
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -380,13 +380,19 @@ class RoutingEngine:
 
     # --- agent events ---------------------------------------------------------------------------
 
-    def agent_online(self, profile: AgentProfile, now: float) -> list[Outcome]:
+    def agent_online(self, profile: AgentProfile, now: float, *,
+                     holding: Sequence[RouteRequest] = ()) -> list[Outcome]:
+        """The agent is available. `holding`: conversations assigned to it before this engine knew
+        them (a server restart); they count against its capacity before the queue drains."""
         is_new = profile.agent_id not in self._agents
         agent = self._upsert(profile)
         if is_new:
             # Idle time (the fairness term) counts from registration, not from the clock's epoch.
             self._table.last_assigned[agent.index] = now
         self._set_status(agent, STATUS_ONLINE)
+        for request in holding:
+            if request.conv_id not in self._conversations:
+                self._adopt(request, agent, now)
         return self._drain(profile.site_id, now)
 
     def agent_updated(self, profile: AgentProfile, now: float) -> list[Outcome]:
@@ -781,6 +787,20 @@ class RoutingEngine:
         if conversation.request.visitor_id is not None:
             self._remember(conversation.request.visitor_id, agent.profile.agent_id, now)
         return Assign(conversation.request.conv_id, agent.profile.agent_id, decision, previous_agent)
+
+    def _adopt(self, request: RouteRequest, agent: _Agent, now: float) -> None:
+        """Take over an assignment made elsewhere (before a restart) as an accepted one."""
+        conversation = _Conversation(request=request, opened_at=now, ring_started_at=now, p_neg=request.p_neg)
+        self._conversations[request.conv_id] = conversation
+        index = agent.index
+        site = agent.profile.site_id
+        self._free_slots[site] -= self._slots(index)
+        self._table.load[index] += 1
+        self._free_slots[site] += self._slots(index)
+        agent.conversations.add(request.conv_id)
+        conversation.agent_index = index
+        conversation.assigned_at = now
+        conversation.state = "active"
 
     def _release(self, conversation: _Conversation) -> str | None:
         """Takes the conversation off its agent; returns that agent's id."""

@@ -393,3 +393,19 @@ def test_away_agent_gets_no_new_chats_but_keeps_accepted_ones(make_engine) -> No
     assert moved.decision.reason == "reroute:agent_away>queued:no_agent_online"
     assert engine.assigned_agent(1) == "a"
     assert [o.conv_id for o in engine.agent_online(agent("a"), 5.0)] == [2]
+
+
+def test_conversations_held_before_a_restart_count_against_capacity() -> None:
+    from kefu.routing import AgentProfile, Assign, Queued, RouteRequest, RoutingEngine
+
+    engine = RoutingEngine()
+    held = [RouteRequest(conv_id=1, site_id=1, visitor_id="v_old")]
+    engine.agent_online(AgentProfile("a_1", site_id=1, capacity=2), now=0.0, holding=held)
+    assert engine.agent_load("a_1") == (1, 2) and engine.assigned_agent(1) == "a_1"
+    assert isinstance(engine.conversation_opened(RouteRequest(conv_id=2, site_id=1), now=1.0), Assign)
+    assert isinstance(engine.conversation_opened(RouteRequest(conv_id=3, site_id=1), now=2.0), Queued)
+    assert engine.conversation_closed(1, now=3.0)[0].conv_id == 3  # the held one frees a slot
+    # A conversation the engine already knows is not counted twice.
+    engine.agent_online(AgentProfile("a_1", site_id=1, capacity=2), now=4.0,
+                        holding=[RouteRequest(conv_id=2, site_id=1)])
+    assert engine.agent_load("a_1") == (2, 2)
