@@ -335,6 +335,8 @@ def test_ctrl_c_interrupts_a_blocked_get(impl: SimpleNamespace) -> None:
     queue = impl.MpmcQueue(1)
     main_thread = threading.main_thread().ident
     assert main_thread is not None
+    # A shell may start CI in the background with SIGINT ignored; install Python's default handler.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.2, signal.pthread_kill, (main_thread, signal.SIGINT))
     timer.start()
     try:
@@ -342,3 +344,4 @@ def test_ctrl_c_interrupts_a_blocked_get(impl: SimpleNamespace) -> None:
             queue.get(timeout=JOIN_TIMEOUT)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
