@@ -414,7 +414,6 @@ class Hub:
             "convs": [{"conv": r.conv.id, "last_seq": max(r.fanned_seq, r.conv.last_seq), "state": r.conv.state}
                       for r in runtimes],
         })
-        listed = {r.conv.id for r in runtimes}
         for runtime in runtimes:
             if runtime.conv.id not in resume:
                 self._subscribe_live(conn, runtime.conv.id)
@@ -424,8 +423,7 @@ class Hub:
             except ProtocolError as error:
                 conn.send_error(error.code, error.message, "hello")
                 continue
-            if conv_id not in listed and runtime.conv.state == "closed":
-                pass  # a closed conversation can still be resumed to collect its last messages
+            # Closed conversations too: a visitor may resume one to collect its last messages.
             await self._replay_then_live(conn, runtime, last_seq)
 
     def _on_open(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> Awaitable[None]:
