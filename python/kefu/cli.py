@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         import uvloop
 
+        os.umask(0o077)  # everything the server creates (database, WAL, secret) is private
         from kefu.server import serve
 
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -15,6 +15,10 @@ Environment variables (the names operators already know from the seed's Docker e
   REDIS_URL, REDIS_PASS, WORKERS, TLS_CERT, TLS_KEY  read now, used by the scale-out issues
   KEFU_RATE_PER_S, KEFU_RATE_BURST, KEFU_REPLAY_LIMIT, KEFU_MAX_PENDING_BYTES, KEFU_IDLE_TIMEOUT_S,
   KEFU_PONG_TIMEOUT_S, KEFU_ACCEPT_TIMEOUT_S, KEFU_AGENT_OFFLINE_GRACE_S   protocol limits (see below)
+  KEFU_TRUSTED_PROXIES comma list of proxy IPs/CIDRs whose X-Forwarded-For is believed   default none
+  KEFU_HTTP_HEADER_TIMEOUT_S, KEFU_HTTP_BODY_TIMEOUT_S   slow HTTP clients are dropped after these
+  KEFU_SESSIONS_PER_MIN, KEFU_SITE_SESSIONS_PER_MIN, KEFU_OPENS_PER_MIN, KEFU_SOCKETS_PER_VISITOR,
+  KEFU_SOCKETS_PER_ADDRESS, KEFU_SOCKETS_PER_SITE, KEFU_MAX_QUEUE   limits on anonymous visitors
 """
 
 from __future__ import annotations
@@ -64,6 +68,18 @@ class Config:
     agent_offline_grace_s: float = 15.0  # reconnect window before an agent counts as offline
     accept_timeout_s: float = 60.0  # assigned but not accepted → re-route
 
+    # Client addresses and anonymous visitors (docs/protocol.md, "Limits on anonymous use").
+    trusted_proxies: tuple[str, ...] = ()  # IPs/CIDRs; only these may say who the client is
+    http_header_timeout_s: float = 10.0  # from connection (or previous response) to a complete request head
+    http_body_timeout_s: float = 10.0  # to read a request body
+    sessions_per_min: float = 30.0  # visitor sessions per client address
+    site_sessions_per_min: float = 6000.0  # visitor sessions per site
+    opens_per_min: float = 10.0  # new conversations per client address
+    sockets_per_visitor: int = 8
+    sockets_per_address: int = 64
+    sockets_per_site: int = 20_000  # visitor sockets
+    max_queue: int = 2000  # waiting conversations per site
+
     def storage_url(self) -> str:
         return self.db_url or f"sqlite:///{(self.data_dir / 'kefu.db').resolve()}"
 
@@ -97,9 +113,19 @@ class Config:
             ("KEFU_IDLE_TIMEOUT_S", "idle_timeout_s", float), ("KEFU_PONG_TIMEOUT_S", "pong_timeout_s", float),
             ("KEFU_ACCEPT_TIMEOUT_S", "accept_timeout_s", float),
             ("KEFU_AGENT_OFFLINE_GRACE_S", "agent_offline_grace_s", float),
+            ("KEFU_HTTP_HEADER_TIMEOUT_S", "http_header_timeout_s", float),
+            ("KEFU_HTTP_BODY_TIMEOUT_S", "http_body_timeout_s", float),
+            ("KEFU_SESSIONS_PER_MIN", "sessions_per_min", float),
+            ("KEFU_SITE_SESSIONS_PER_MIN", "site_sessions_per_min", float),
+            ("KEFU_OPENS_PER_MIN", "opens_per_min", float),
+            ("KEFU_SOCKETS_PER_VISITOR", "sockets_per_visitor", int),
+            ("KEFU_SOCKETS_PER_ADDRESS", "sockets_per_address", int),
+            ("KEFU_SOCKETS_PER_SITE", "sockets_per_site", int), ("KEFU_MAX_QUEUE", "max_queue", int),
         ):
             if env.get(key):
                 values[name] = kind(env[key])
+        if env.get("KEFU_TRUSTED_PROXIES"):
+            values["trusted_proxies"] = tuple(p.strip() for p in env["KEFU_TRUSTED_PROXIES"].split(",") if p.strip())
         if env.get("REDIS_URL"):
             values["redis_url"] = _redis_url_with_password(env["REDIS_URL"], env.get("REDIS_PASS"))
         values["dev"] = env.get("KEFU_DEV", "") in ("1", "true", "yes")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -26,6 +27,7 @@ from kefu.auth import Principal, TokenSigner
 from kefu.bus import open_bus
 from kefu.config import Config
 from kefu.http.api import Api, SiteCache
+from kefu.http.guard import SlowClientGuard
 from kefu.metrics import Metrics
 from kefu.realtime.hub import Hub
 from kefu.routing import RoutingConfig, RoutingEngine
@@ -48,12 +50,17 @@ def open_storage(config: Config) -> Storage:
     from kefu.storage.sqlite import SqliteStorage
 
     path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    auth.ensure_private_dir(Path(path).parent)
     return SqliteStorage(path, synchronous=config.sqlite_sync)  # type: ignore[arg-type]
 
 
+INITIAL_PASSWORD_FILE = "initial-admin-password"
+
+
 async def bootstrap(storage: Storage, config: Config, out: Any = sys.stdout) -> None:
-    """First start on an empty database: create a demo site and an admin, print the credentials once."""
+    """First start on an empty database: create a demo site and an admin. The password is shown
+    once on a terminal; when output goes to a log (a service, a container) it is written to a file
+    only this user can read in the data directory instead, and the log says where."""
     if await storage.list_sites():
         return
     own_origin = f"http://{config.host}:{config.http_port}"
@@ -64,10 +71,33 @@ async def bootstrap(storage: Storage, config: Config, out: Any = sys.stdout) -> 
     password_hash = await loop.run_in_executor(None, auth.hash_password, password)
     admin = await storage.create_agent(site.id, "admin", password_hash, name="Administrator", role="admin",
                                        capacity=10)
-    print("Kefu first start: created a demo site and an administrator. Shown only once:", file=out)
+    print("Kefu first start: created a demo site and an administrator.", file=out)
     print(f"  site key : {site.key}   (allowed origins: {', '.join(site.allowed_origins)})", file=out)
-    print(f"  admin    : username 'admin', password '{password}'  (agent id {admin.id})", file=out)
+    if _is_terminal(out):
+        print(f"  admin    : username 'admin', password '{password}'  (agent id {admin.id}; shown only once)",
+              file=out)
+    else:
+        path = write_private_file(config.data_dir / INITIAL_PASSWORD_FILE, password + "\n")
+        print(f"  admin    : username 'admin', password in {path.resolve()} (readable by this user only; "
+              f"delete it after the first login)  (agent id {admin.id})", file=out)
     out.flush()
+
+
+def _is_terminal(out: Any) -> bool:
+    try:
+        return bool(out.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def write_private_file(path: Path, text: str) -> Path:
+    """Write `text` to a new file with mode 0600 (replacing an old one), in a private directory."""
+    auth.ensure_private_dir(path.parent)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return path
 
 
 @dataclass
@@ -86,8 +116,15 @@ class Gateway:
         principal = self.signer.verify(token)
         if principal is None:
             return self._refuse(401, b"missing, invalid or expired token")
+        # An agent token revoked (disabled, role or password changed, logged out) is refused here when
+        # this process knows it; otherwise `hello` checks storage and closes with 1008.
+        if principal.is_staff and self.hub.agent_states.check_cached(principal) is False:
+            return self._refuse(401, b"token revoked")
         if principal.role == "visitor" and not self._origin_allowed(principal, request.headers.get("Origin")):
             return self._refuse(403, b"origin not allowed for this site")
+        refused = self.hub.admission.may_connect(principal)
+        if refused is not None:
+            return self._refuse(429, refused.encode())
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
         chosen = next((p for p in offered if p in (SUBPROTOCOL_JSON, SUBPROTOCOL_BINARY)), None)
         if offered and chosen is None:
@@ -118,6 +155,7 @@ class Server:
         self.stopping = asyncio.Event()
         self._ws_server: asyncio.Server | None = None
         self._runner: web.AppRunner | None = None
+        self._http_server: asyncio.Server | None = None
         self.hub: Hub | None = None
         self.http_port = config.http_port
         self.ws_port = config.ws_port
@@ -135,7 +173,7 @@ class Server:
         sites = SiteCache(self.storage)
         await sites.reload()
         bus = open_bus(config.redis_url)
-        router = RoutingEngine(RoutingConfig(accept_timeout_s=config.accept_timeout_s))
+        router = RoutingEngine(RoutingConfig(accept_timeout_s=config.accept_timeout_s, max_queue=config.max_queue))
         self.hub = Hub(config, self.storage, bus, router, self.metrics,
                        sentiment=load_sentiment(config))
         await self.hub.start()
@@ -152,12 +190,17 @@ class Server:
         if not config.public_ws_url:
             self.config = config = config.replace(ws_port=self.ws_port)
             self.hub.config = config
-        api = Api(self.hub, signer, sites)
-        self._runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+        guard = SlowClientGuard(config.http_header_timeout_s, config.http_body_timeout_s)
+        api = Api(self.hub, signer, sites, guard=guard)
+        self._runner = web.AppRunner(api.app(), access_log=None, handle_signals=False,
+                                     keepalive_timeout=config.http_header_timeout_s)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, config.host, config.http_port, backlog=1024)
-        await site.start()
-        self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        # Not web.TCPSite: the guard wraps aiohttp's protocol factory to put a deadline on request
+        # heads (aiohttp has none).
+        assert self._runner.server is not None
+        self._http_server = await asyncio.get_running_loop().create_server(
+            guard.factory(self._runner.server), config.host, config.http_port, backlog=1024)
+        self.http_port = self._http_server.sockets[0].getsockname()[1]
         elapsed = time.perf_counter() - started
         self.metrics.gauge("kefu_start_seconds", "server start() to ready, in seconds", lambda: elapsed)
 
@@ -170,6 +213,8 @@ class Server:
             await self.hub.stop()
         if self._ws_server is not None:
             self._ws_server.close()
+        if self._http_server is not None:
+            self._http_server.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.storage.close()
@@ -181,6 +226,9 @@ def load_sentiment(config: Config) -> Any:
     silently."""
     if not config.sentiment:
         return None
+    import onnxruntime
+
+    onnxruntime.disable_telemetry_events()  # a chat server phones nobody
     from kefu.sentiment import SentimentModel
 
     return SentimentModel.load()

@@ -24,7 +24,8 @@ from functools import partial
 from typing import Any
 
 from kefu import compiled
-from kefu.auth import Principal
+from kefu.admission import Admission
+from kefu.auth import AgentStateCache, Principal
 from kefu.bus import Bus, BusEvent
 from kefu.config import Config
 from kefu.metrics import Metrics
@@ -107,6 +108,10 @@ class Hub:
         self.replaying: dict[int, set[compiled.Connection]] = {}
         self.convs: dict[int, ConvRuntime] = {}
         self.agents: dict[str, Agent] = {}
+        # Agents' token generations (checked by the API, the handshake and hello) and the limits on
+        # anonymous visitors; both live here because every entry point reaches the hub.
+        self.agent_states = AgentStateCache(storage.get_agent)
+        self.admission = Admission(config)
         self.online_agents: set[str] = set()
         self._offline_timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -170,6 +175,7 @@ class Hub:
         self.connections.add(conn)
         principal: Principal = conn.principal
         self.by_principal.setdefault(principal.id, set()).add(conn)
+        self.admission.connected(principal)
         timer = self._offline_timers.pop(principal.id, None)
         if timer is not None:
             timer.cancel()
@@ -182,6 +188,7 @@ class Hub:
         for conv_id in conn.subscriptions:
             self._drop_subscription(conn, conv_id)
         conn.subscriptions.clear()
+        self.admission.disconnected(principal)
         peers = self.by_principal.get(principal.id)
         if peers is not None:
             peers.discard(conn)
@@ -406,6 +413,9 @@ class Hub:
         if principal.role == "visitor":
             convs = await self.storage.list_conversations(visitor_id=principal.id, states=OPEN_STATES)
         else:
+            if not await self.agent_states.check(principal):  # authoritative: disabled, revoked, role
+                conn.close(compiled.CLOSE_REVOKED, b"token revoked")
+                return
             await self._agent_connected(principal)
             # Capacity is at most 1000, so this lists every open conversation of the agent.
             convs = await self.storage.list_conversations(agent_id=principal.id, states=OPEN_STATES, limit=1000)
@@ -440,6 +450,10 @@ class Hub:
 
     async def _open(self, conn: compiled.Connection, principal: Principal, text: str | None,
                     tags: tuple[str, ...]) -> None:
+        if not await self.storage.list_conversations(visitor_id=principal.id, states=OPEN_STATES, limit=1):
+            wait = self.admission.open_conversation(principal.addr)  # only creations count
+            if wait:
+                raise ProtocolError("rate_limited", f"too many new conversations; retry in {wait:.0f} s")
         conv, created = await self.storage.open_conversation(principal.site_id, principal.id, tags)
         runtime = self.convs.get(conv.id)
         if runtime is None:
@@ -768,11 +782,24 @@ class Hub:
         if agent.id in self.online_agents and not agent.disabled:
             await self._apply_all(self.router.agent_updated(_profile(agent), time.time()))
 
-    def revoke(self, principal_id: str, reason: bytes = b"access revoked") -> int:
-        """Close every connection of a principal (agent disabled, password changed)."""
+    def revoke(self, principal_id: str, reason: bytes = b"access revoked", *, offline_now: bool = False) -> int:
+        """Close every connection of a principal (agent disabled, password or role changed, logout).
+        `offline_now`: the agent goes offline at once, without the reconnect grace (disabled: it
+        must not be routed anything meanwhile)."""
         conns = tuple(self.by_principal.get(principal_id, ()))
         for conn in conns:
             conn.close(compiled.CLOSE_REVOKED, reason)
+        if offline_now and principal_id in self.online_agents:
+            timer = self._offline_timers.pop(principal_id, None)
+            if timer is not None:
+                timer.cancel()
+            self.online_agents.discard(principal_id)
+            try:
+                outcomes = self.router.agent_offline(principal_id, time.time())
+            except KeyError:
+                outcomes = []
+            if outcomes:
+                self._spawn(self._apply_all(outcomes))
         return len(conns)
 
     # --- housekeeping ---------------------------------------------------------------------------
