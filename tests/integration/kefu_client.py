@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import websockets
@@ -101,7 +101,7 @@ class Api:
 
     # visitor id → the secret issued with it, as a browser keeps it in localStorage (shared by all
     # Api objects of the test run, like one browser per visitor).
-    visitor_secrets: dict[str, str] = {}
+    visitor_secrets: ClassVar[dict[str, str]] = {}
 
     def __init__(self, server: ServerProcess) -> None:
         self.server = server

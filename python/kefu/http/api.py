@@ -384,7 +384,9 @@ class Api:
 
     async def update_agent(self, request: web.Request) -> web.Response:
         admin = await self._admin(request)
-        agent = await self.storage.get_agent(request.match_info["agent"])
+        agent_id = request.match_info["agent"]
+        # A path can carry %00 (PostgreSQL refuses U+0000 in a query parameter: a 503, not a 404).
+        agent = None if text_problem(agent_id) else await self.storage.get_agent(agent_id)
         if agent is None or agent.site_id != admin.site_id:
             raise ApiError(404, "not_found", "no such agent")
         body = await self._json(request)
