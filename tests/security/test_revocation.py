@@ -113,3 +113,32 @@ async def test_logout_revokes_every_token_of_the_agent(api: Api) -> None:
     visitor = await api.visitor()
     status, _ = await api.request("POST", "/api/v1/auth/logout", token=visitor["token"])
     assert status == 403
+
+
+async def test_revocation_survives_a_restart_and_hello_checks_storage(tmp_path_factory) -> None:
+    """After a restart the process has no cached agent state: the upgrade of a revoked token is let
+    through (the handshake cannot wait on the database), and `hello` closes it with 1008."""
+    from sec_tools import start
+
+    proc = start(tmp_path_factory)
+    try:
+        api = Api(proc)
+        admin = await api.admin()
+        login = await agent_session(api)
+        assert await patch(api, admin["token"], login["agent_id"], password="another-password") == 200
+        proc.stop()
+        proc.start()
+        ws = await connect(f"{login['ws_url']}?token={login['token']}", open_timeout=5,
+                           subprotocols=["kefu.json.v1"])
+        await ws.send('{"t":"hello"}')
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                frame = await ws.recv()
+                assert '"welcome"' not in frame
+        assert closed.value.rcvd.code == 1008
+        status, _ = await api.request("GET", "/api/v1/admin/agents", token=login["token"])
+        assert status == 401
+        fresh = await api.login(login["username"], "another-password")
+        assert (await Client.connect(fresh)).welcome["who"]["id"] == login["agent_id"]
+    finally:
+        proc.stop()

@@ -142,11 +142,6 @@ def agent_set_clause(assignments: list[str], fields: dict[str, Any]) -> str:
     return ", ".join(assignments) or "id = id"
 
 
-def secret_matches_clause(secret_hash: str | None) -> bool:
-    """Whether a returning visitor can be matched at all: only with a secret hash to compare."""
-    return secret_hash is not None
-
-
 def clamp_limit(limit: int, upper: int) -> int:
     return max(0, min(int(limit), upper))
 

@@ -368,7 +368,8 @@ class PostgresStorage(Storage):
         """Profile fields given as None (and empty `tags`) leave the stored value unchanged."""
         lat, lon = (None, None) if geo is None else (float(geo[0]), float(geo[1]))
         tags_json = dump_json(list(tags)) if tags else None
-        if visitor_id is not None and c.VISITOR_ID_PATTERN.match(visitor_id) and c.secret_matches_clause(secret_hash):
+        # No secret, no returning visitor: the id alone is not a credential.
+        if visitor_id is not None and secret_hash is not None and c.VISITOR_ID_PATTERN.match(visitor_id):
             row = await self._fetchrow(
                 f"UPDATE visitors SET name = coalesce($1, name), lang = coalesce($2, lang), "
                 f"lat = coalesce($3, lat), lon = coalesce($4, lon), tags = coalesce($5::jsonb, tags) "

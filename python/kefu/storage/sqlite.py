@@ -533,7 +533,7 @@ class SqliteStorage(Storage):
         known_id = visitor_id if visitor_id is not None and c.VISITOR_ID_PATTERN.match(visitor_id) else None
 
         def upsert(cur: sqlite3.Cursor) -> Visitor:
-            if known_id is not None and c.secret_matches_clause(secret_hash):
+            if known_id is not None and secret_hash is not None:  # no secret, no returning visitor
                 row = cur.execute(
                     f"UPDATE visitors SET name = coalesce(?, name), lang = coalesce(?, lang), "
                     f"lat = coalesce(?, lat), lon = coalesce(?, lon), tags = coalesce(?, tags) "
