@@ -43,7 +43,7 @@ from kefu.routing import (
     RoutingEngine,
 )
 from kefu.routing.skills import parse_skill_path
-from kefu.sentiment.model import MoodTracker, SentimentModel, trusted_for_routing
+from kefu.sentiment.model import MoodTracker, SentimentModel
 from kefu.storage.base import (
     Agent,
     AppendResult,
@@ -472,8 +472,7 @@ class Hub:
                 conv=conv.id, cmid=f"open-{conv.id}", sender_id=principal.id, sender_role="visitor",
                 sender_name=principal.name, text=text))
             if self.sentiment is not None:  # scored now: this first routing decision uses it
-                mood = self.moods.update(conv.id, self.sentiment.predict(text)).mood
-                p_neg = mood if trusted_for_routing(text) else 0.0
+                p_neg = self.moods.update(conv.id, self.sentiment.predict(text)).mood
         visitor = await self.storage.get_visitor(principal.id)
         request = RouteRequest(
             conv_id=conv.id, site_id=principal.site_id, visitor_id=principal.id,
@@ -574,13 +573,11 @@ class Hub:
         """Fold scored visitor messages into their conversations' moods (an EWMA of p_neg); the
         router may escalate to a stronger de-escalator when a mood turns bad (RoutingConfig.escalation)."""
         now = time.time()
-        for conv_id, text, p_neg in scored:
+        for conv_id, _text, p_neg in scored:
             mood = self.moods.update(conv_id, p_neg)
             self.metrics.inc("kefu_messages_scored_total")
             if mood.turned_angry:
                 self.metrics.inc("kefu_conversations_turned_angry_total")
-            if not trusted_for_routing(text):
-                continue
             outcomes = self.router.sentiment_changed(conv_id, mood.mood, now)
             if outcomes:
                 self._spawn(self._apply_all(outcomes))
