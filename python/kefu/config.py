@@ -12,7 +12,13 @@ Environment variables (the names operators already know from the seed's Docker e
   KEFU_DEV             1 = dev mode (sample secrets allowed, relaxed origins for the demo site)
   KEFU_SQLITE_SYNC     FULL (default: survives power loss) or NORMAL (survives process crash)
   KEFU_SENTIMENT       0 = do not score visitors' messages (no mood-aware routing)
-  REDIS_URL, REDIS_PASS, WORKERS, TLS_CERT, TLS_KEY  read now, used by the scale-out issues
+  TLS_CERT, TLS_KEY    PEM certificate chain and key: serve https and wss (reloaded on SIGHUP)
+  KEFU_TLS_DIR         directory searched for a certificate pair when TLS_CERT is unset (the image: /app/certs)
+  KEFU_BEHIND_PROXY    1 = a TLS-terminating proxy is in front; KEFU_PUBLIC_WS_URL must then be set
+  KEFU_LOG_FORMAT      json (default) or text; KEFU_LOG_LEVEL (default INFO); KEFU_LOG_FILE (default stderr)
+  KEFU_SHUTDOWN_GRACE_S  seconds to drain in-flight work on SIGTERM                default 10
+  KEFU_CONFIG          a TOML file with any of the fields below (env and flags override it; kefu/settings.py)
+  REDIS_URL, REDIS_PASS, WORKERS  read now, used by the scale-out issues (REDIS_PASS alone is ignored)
   KEFU_RATE_PER_S, KEFU_RATE_BURST, KEFU_REPLAY_LIMIT, KEFU_MAX_PENDING_BYTES, KEFU_IDLE_TIMEOUT_S,
   KEFU_PONG_TIMEOUT_S, KEFU_ACCEPT_TIMEOUT_S, KEFU_AGENT_OFFLINE_GRACE_S   protocol limits (see below)
 """
@@ -44,6 +50,12 @@ class Config:
     tls_cert: str | None = None
     tls_key: str | None = None
     sentiment: bool = True  # score visitors' messages with the bundled model (mood-aware routing)
+    tls_dir: Path | None = None  # searched for a certificate pair when tls_cert is unset
+    behind_proxy: bool = False  # a proxy terminates TLS; public_ws_url says what clients connect to
+    log_format: str = "json"
+    log_level: str = "INFO"
+    log_file: str | None = None  # None: stderr (containers, systemd); a file is reopened when rotated
+    shutdown_grace_s: float = 10.0
 
     # Tokens
     visitor_token_ttl_s: int = 2 * 3600
@@ -70,6 +82,7 @@ class Config:
     def ws_url(self) -> str:
         if self.public_ws_url:
             return self.public_ws_url
+        # Only advertise wss:// when this process serves TLS (tls_cert is resolved before serving).
         scheme = "wss" if self.tls_cert else "ws"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.ws_port}/ws"
@@ -79,33 +92,58 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        if "KEFU_DATA_DIR" in env:
-            values["data_dir"] = Path(env["KEFU_DATA_DIR"])
-        db_url = env.get("DB_URL") or _postgres_url_from_parts(env)
-        if db_url:
-            values["db_url"] = db_url
-        for key, name, kind in (
-            ("KEFU_HOST", "host", str), ("KEFU_HTTP_PORT", "http_port", int),
-            ("KEFU_WS_PORT", "ws_port", int), ("KEFU_PUBLIC_WS_URL", "public_ws_url", str),
-            ("KEFU_SECRET", "secret", str), ("KEFU_SQLITE_SYNC", "sqlite_sync", str),
-            ("WORKERS", "workers", int), ("TLS_CERT", "tls_cert", str), ("TLS_KEY", "tls_key", str),
-            # Protocol limits, mostly for tests and capacity tuning.
-            ("KEFU_RATE_PER_S", "rate_per_s", float), ("KEFU_RATE_BURST", "rate_burst", float),
-            ("KEFU_REPLAY_LIMIT", "replay_limit", int), ("KEFU_MAX_PENDING_BYTES", "max_pending_bytes", int),
-            ("KEFU_IDLE_TIMEOUT_S", "idle_timeout_s", float), ("KEFU_PONG_TIMEOUT_S", "pong_timeout_s", float),
-            ("KEFU_ACCEPT_TIMEOUT_S", "accept_timeout_s", float),
-            ("KEFU_AGENT_OFFLINE_GRACE_S", "agent_offline_grace_s", float),
-        ):
-            if env.get(key):
-                values[name] = kind(env[key])
-        if env.get("REDIS_URL"):
-            values["redis_url"] = _redis_url_with_password(env["REDIS_URL"], env.get("REDIS_PASS"))
-        values["dev"] = env.get("KEFU_DEV", "") in ("1", "true", "yes")
-        if env.get("KEFU_SENTIMENT", "") in ("0", "false", "no", "off"):
-            values["sentiment"] = False
-        return cls(**values)
+        return cls(**env_values(os.environ if env is None else env))
+
+
+def env_values(env: Mapping[str, str]) -> dict[str, Any]:
+    """The Config fields the environment sets (only those it sets, so a config file can fill the rest)."""
+    values: dict[str, Any] = {}
+    if "KEFU_DATA_DIR" in env:
+        values["data_dir"] = Path(env["KEFU_DATA_DIR"])
+    db_url = env.get("DB_URL") or _postgres_url_from_parts(env)
+    if db_url:
+        values["db_url"] = db_url
+    for key, name, kind in (
+        ("KEFU_HOST", "host", str), ("KEFU_HTTP_PORT", "http_port", int),
+        ("KEFU_WS_PORT", "ws_port", int), ("KEFU_PUBLIC_WS_URL", "public_ws_url", str),
+        ("KEFU_SECRET", "secret", str), ("KEFU_SQLITE_SYNC", "sqlite_sync", str),
+        ("WORKERS", "workers", int), ("TLS_CERT", "tls_cert", str), ("TLS_KEY", "tls_key", str),
+        # Protocol limits, mostly for tests and capacity tuning.
+        ("KEFU_RATE_PER_S", "rate_per_s", float), ("KEFU_RATE_BURST", "rate_burst", float),
+        ("KEFU_REPLAY_LIMIT", "replay_limit", int), ("KEFU_MAX_PENDING_BYTES", "max_pending_bytes", int),
+        ("KEFU_IDLE_TIMEOUT_S", "idle_timeout_s", float), ("KEFU_PONG_TIMEOUT_S", "pong_timeout_s", float),
+        ("KEFU_ACCEPT_TIMEOUT_S", "accept_timeout_s", float),
+        ("KEFU_AGENT_OFFLINE_GRACE_S", "agent_offline_grace_s", float),
+        ("KEFU_TLS_DIR", "tls_dir", Path), ("KEFU_LOG_FORMAT", "log_format", str),
+        ("KEFU_LOG_LEVEL", "log_level", str), ("KEFU_LOG_FILE", "log_file", str),
+        ("KEFU_SHUTDOWN_GRACE_S", "shutdown_grace_s", float),
+    ):
+        if env.get(key):
+            values[name] = _parse(key, env[key], kind)
+    if env.get("REDIS_URL"):
+        values["redis_url"] = _redis_url_with_password(env["REDIS_URL"], env.get("REDIS_PASS"))
+    for key, name in (("KEFU_DEV", "dev"), ("KEFU_SENTIMENT", "sentiment"), ("KEFU_BEHIND_PROXY", "behind_proxy")):
+        if env.get(key):
+            values[name] = _parse(key, env[key], bool)
+    return values
+
+
+class ConfigError(ValueError):
+    """A setting with a value Kefu cannot use; the message names the setting."""
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _parse(key: str, raw: str, kind: Any) -> Any:
+    if kind is bool:
+        if raw.lower() in _TRUE + _FALSE:
+            return raw.lower() in _TRUE
+        raise ConfigError(f"{key}: expected one of {'/'.join(_TRUE + _FALSE)}, got {raw!r}")
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{key}: expected {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
 
 
 def _postgres_url_from_parts(env: Mapping[str, str]) -> str | None:

@@ -23,13 +23,16 @@ from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithLis
 
 from kefu import auth
 from kefu.auth import Principal, TokenSigner
+from kefu.backup import lock_data_dir
 from kefu.bus import open_bus
 from kefu.config import Config
 from kefu.http.api import Api, SiteCache
 from kefu.metrics import Metrics
 from kefu.realtime.hub import Hub
-from kefu.routing import RoutingConfig, RoutingEngine
+from kefu.routing import RoutingConfig
 from kefu.storage.base import Storage
+from kefu.timed_router import TimedRoutingEngine
+from kefu.tls import ServerTLS, find_pair
 
 log = logging.getLogger("kefu.server")
 
@@ -56,7 +59,7 @@ async def bootstrap(storage: Storage, config: Config, out: Any = sys.stdout) -> 
     """First start on an empty database: create a demo site and an admin, print the credentials once."""
     if await storage.list_sites():
         return
-    own_origin = f"http://{config.host}:{config.http_port}"
+    own_origin = f"{'https' if config.tls_cert else 'http'}://{config.host}:{config.http_port}"
     origins = DEMO_ORIGINS + ((own_origin,) if own_origin not in DEMO_ORIGINS else ())
     site = await storage.create_site("Demo site", origins)
     password = secrets.token_urlsafe(12)
@@ -121,6 +124,8 @@ class Server:
         self.hub: Hub | None = None
         self.http_port = config.http_port
         self.ws_port = config.ws_port
+        self.tls: ServerTLS | None = None
+        self._site: web.TCPSite | None = None
 
     async def start(self) -> None:
         started = time.perf_counter()
@@ -130,12 +135,19 @@ class Server:
                         config.workers)
         secret = auth.load_or_create_secret(config.data_dir, config.secret, dev=config.dev)
         signer = TokenSigner(secret)
+        self.tls = _load_tls(config)
+        if self.tls is not None and not config.tls_cert:
+            self.config = config = config.replace(tls_cert=str(self.tls.cert), tls_key=str(self.tls.key))
+        ssl_context = self.tls.context if self.tls else None
+        self.storage.commit_observer = self.metrics.storage_committed
         await self.storage.open()
         await bootstrap(self.storage, config)
         sites = SiteCache(self.storage)
         await sites.reload()
         bus = open_bus(config.redis_url)
-        router = RoutingEngine(RoutingConfig(accept_timeout_s=config.accept_timeout_s))
+        router = TimedRoutingEngine(RoutingConfig(accept_timeout_s=config.accept_timeout_s),
+                                    self.metrics.routing_latency)
+        self.metrics.gauge("kefu_queue_length", "conversations waiting for an agent", router.queued_count)
         self.hub = Hub(config, self.storage, bus, router, self.metrics,
                        sentiment=load_sentiment(config))
         await self.hub.start()
@@ -147,7 +159,7 @@ class Server:
             # instead of ~28 KB (anchors/stack-feasibility.md §2e). No per-connection ping task:
             # the hub's sweeper pings idle connections in one timer.
             read_buffer_init_size=1024, use_aiofastnet=False, enable_auto_ping=False,
-            reuse_port=config.workers > 1, backlog=4096)
+            reuse_port=config.workers > 1, backlog=4096, ssl=ssl_context)
         self.ws_port = self._ws_server.sockets[0].getsockname()[1]
         if not config.public_ws_url:
             self.config = config = config.replace(ws_port=self.ws_port)
@@ -155,7 +167,8 @@ class Server:
         api = Api(self.hub, signer, sites)
         self._runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, config.host, config.http_port, backlog=1024)
+        site = self._site = web.TCPSite(self._runner, config.host, config.http_port, backlog=1024,
+                                        ssl_context=ssl_context)
         await site.start()
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         elapsed = time.perf_counter() - started
@@ -163,16 +176,40 @@ class Server:
 
     def ready_line(self) -> str:
         host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
-        return f"{READY_PREFIX}http=http://{host}:{self.http_port} ws={self.config.ws_url()}"
+        scheme = "https" if self.tls else "http"
+        return f"{READY_PREFIX}http={scheme}://{host}:{self.http_port} ws={self.config.ws_url()}"
 
     async def stop(self) -> None:
+        """Graceful shutdown: stop accepting, tell clients to come back (1001, with jitter), let in-flight
+        writes finish, flush storage. Clients resume from their last seq on another start."""
+        started = time.perf_counter()
+        if self._ws_server is not None:
+            self._ws_server.close()  # listening socket only; open connections stay for the 1001
+        if self._site is not None:
+            await self._site.stop()
         if self.hub is not None:
             await self.hub.stop()
-        if self._ws_server is not None:
-            self._ws_server.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.storage.close()
+        log.info("stopped", extra={"seconds": round(time.perf_counter() - started, 3)})
+
+    def reload(self) -> None:
+        """SIGHUP: new TLS connections use the certificate files as they are now."""
+        if self.tls is not None:
+            self.tls.reload()
+
+
+def _load_tls(config: Config) -> ServerTLS | None:
+    if config.tls_cert and config.tls_key:
+        return ServerTLS.load(config.tls_cert, config.tls_key)
+    pair = find_pair(config.tls_dir) if config.tls_dir else None
+    if pair is None:
+        if config.tls_dir:
+            log.warning("no certificate pair in the TLS directory: serving plain http and ws",
+                        extra={"tls_dir": str(config.tls_dir)})
+        return None
+    return ServerTLS.load(*pair)
 
 
 def load_sentiment(config: Config) -> Any:
@@ -187,11 +224,18 @@ def load_sentiment(config: Config) -> Any:
 
 
 async def serve(config: Config) -> None:
-    server = Server(config)
-    await server.start()
-    print(server.ready_line(), flush=True)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.stopping.set)
-    await server.stopping.wait()
-    await server.stop()
+    lock = lock_data_dir(config.data_dir)  # one server per data directory; `kefu restore` waits for it
+    try:
+        server = Server(config)
+        await server.start()
+        print(server.ready_line(), flush=True)
+        log.info("ready", extra={"http_port": server.http_port, "ws_url": server.config.ws_url(),
+                                    "tls": server.tls is not None, "storage": server.storage.__class__.__name__})
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, server.reload)
+        await server.stopping.wait()
+        await asyncio.wait_for(server.stop(), config.shutdown_grace_s + 10)
+    finally:
+        lock.close()

@@ -140,7 +140,7 @@ class Hub:
         if self._sweeper:
             self._sweeper.cancel()
         for conn in list(self.connections):
-            conn.close(1001, b"server shutting down")
+            conn.close(1001, b"server restarting: reconnect after a random 1-5 s delay, then resume")
         for timer in self._offline_timers.values():
             timer.cancel()
         if self.mood_scorer is not None:
@@ -172,7 +172,7 @@ class Hub:
         if timer is not None:
             timer.cancel()
         self.metrics.inc("kefu_connections_total")
-        log.info("connect %s %s %s", principal.role, principal.id, "bin" if conn.binary else "json")
+        log.debug("connect %s %s %s", principal.role, principal.id, "bin" if conn.binary else "json")
 
     def on_disconnected(self, conn: compiled.Connection) -> None:
         self.connections.discard(conn)
