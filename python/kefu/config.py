@@ -61,7 +61,7 @@ class Config:
     visitor_token_ttl_s: int = 2 * 3600
     agent_token_ttl_s: int = 12 * 3600
 
-    # Wire limits (PROTOCOL.md): text ≤ 8 KiB, cmid ≤ 64 chars; a whole frame ≤ max_message_size.
+    # Wire limits (docs/protocol.md): text ≤ 8 KiB, cmid ≤ 64 chars; a whole frame ≤ max_message_size.
     max_message_size: int = 64 * 1024
     max_text_bytes: int = 8 * 1024
     max_cmid_len: int = 64

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -103,7 +104,7 @@ class Gateway:
 
     def _origin_allowed(self, principal: Principal, origin: str | None) -> bool:
         if origin is None:
-            return True  # not a browser; the token alone authenticates (PROTOCOL.md)
+            return True  # not a browser; the token alone authenticates (docs/protocol.md)
         site = self.sites.get(principal.site_id)
         return site is not None and origin in site.allowed_origins
 
@@ -156,7 +157,7 @@ class Server:
             websocket_handshake_timeout=config.handshake_timeout_s,
             max_frame_size=config.max_message_size,
             # 1 KiB initial read buffer and the loop's own transport: ~9 KB per idle connection
-            # instead of ~28 KB (anchors/stack-feasibility.md §2e). No per-connection ping task:
+            # instead of ~28 KB (docs/design.md, memory per idle connection). No per-connection ping task:
             # the hub's sweeper pings idle connections in one timer.
             read_buffer_init_size=1024, use_aiofastnet=False, enable_auto_ping=False,
             reuse_port=config.workers > 1, backlog=4096, ssl=ssl_context)
@@ -231,6 +232,9 @@ async def serve(config: Config) -> None:
         print(server.ready_line(), flush=True)
         log.info("ready", extra={"http_port": server.http_port, "ws_url": server.config.ws_url(),
                                     "tls": server.tls is not None, "storage": server.storage.__class__.__name__})
+        if os.environ.get("REDIS_PASS") and not config.redis_url:
+            # The seed's `docker run … -e REDIS_PASS=…` line: accepted, but there is no Redis bus yet.
+            log.warning("REDIS_PASS is set without REDIS_URL: running one host on the in-process bus")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.stopping.set)

@@ -1,4 +1,4 @@
-"""The HTTP API (PROTOCOL.md "Endpoints") on aiohttp, in the same process and loop as the gateway.
+"""The HTTP API (docs/protocol.md "Endpoints") on aiohttp, in the same process and loop as the gateway.
 
 Every handler validates its input and answers errors as JSON ``{"error": code, "msg": text}`` with
 the matching status; a conversation the caller may not read is a 404, like one that does not exist.

@@ -1,4 +1,4 @@
-"""The hub: conversation policy over the gateway's connections (PROTOCOL.md, delivery rules).
+"""The hub: conversation policy over the gateway's connections (docs/protocol.md, delivery rules).
 
 The Cython gateway hands every decoded frame to `Hub.on_frame`. The hub checks identity (from the
 token, never from the frame), membership and limits, talks to storage, asks the router, and fans
@@ -9,7 +9,7 @@ Delivery invariants kept here:
 - per conversation, subscribers get `msg` frames in `seq` order, without gaps or duplicates: live
   fan-out is released in seq order (`_release_in_order`), and a resuming connection is registered
   for live frames *before* storage is read, buffering live frames until the replay is written,
-  then deduplicating by seq (the Rocket.Chat reconnect race in anchors/reliability-security.md);
+  then deduplicating by seq (the Rocket.Chat reconnect race, docs/design.md "Reliability rules");
 - a retried cmid gets the original seq and is not fanned out again.
 """
 

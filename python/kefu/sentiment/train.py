@@ -80,7 +80,7 @@ SEARCH_C = (6.0, 16.0, 40.0)
 MAX_ITER = 300
 NEUTRAL_BAND = 0.5  # VADER ratings strictly inside (-0.5, 0.5) are neutral
 THRESHOLDS = (0.5, 0.7, 0.9)
-#: Acceptance gates (routing-ai.md §4.2): a retrain that falls below them writes nothing.
+#: Acceptance gates (docs/sentiment.md): a retrain that falls below them writes nothing.
 MIN_TEST_ACCURACY = {"zh": 0.83, "en": 0.74}
 MAX_FP16_PARITY = 1e-3
 MODEL_FILE = "sentiment.onnx"
