@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,40 +92,81 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
-        return cls(**env_values(os.environ if env is None else env))
+        return cls(**cls.env_values(env))
+
+    @staticmethod
+    def env_values(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The fields the environment sets, and only those (a config file fills the rest)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        if "KEFU_DATA_DIR" in env:
+            values["data_dir"] = Path(env["KEFU_DATA_DIR"])
+        db_url = env.get("DB_URL") or _postgres_url_from_parts(env)
+        if db_url:
+            values["db_url"] = db_url
+        for key, name, kind in (
+            ("KEFU_HOST", "host", str), ("KEFU_HTTP_PORT", "http_port", int),
+            ("KEFU_WS_PORT", "ws_port", int), ("KEFU_PUBLIC_WS_URL", "public_ws_url", str),
+            ("KEFU_SECRET", "secret", str), ("KEFU_SQLITE_SYNC", "sqlite_sync", str),
+            ("WORKERS", "workers", int), ("TLS_CERT", "tls_cert", str), ("TLS_KEY", "tls_key", str),
+            # Protocol limits, mostly for tests and capacity tuning.
+            ("KEFU_RATE_PER_S", "rate_per_s", float), ("KEFU_RATE_BURST", "rate_burst", float),
+            ("KEFU_REPLAY_LIMIT", "replay_limit", int), ("KEFU_MAX_PENDING_BYTES", "max_pending_bytes", int),
+            ("KEFU_IDLE_TIMEOUT_S", "idle_timeout_s", float), ("KEFU_PONG_TIMEOUT_S", "pong_timeout_s", float),
+            ("KEFU_ACCEPT_TIMEOUT_S", "accept_timeout_s", float),
+            ("KEFU_AGENT_OFFLINE_GRACE_S", "agent_offline_grace_s", float),
+        ):
+            if env.get(key):
+                values[name] = kind(env[key])
+        if env.get("REDIS_URL"):
+            values["redis_url"] = _redis_url_with_password(env["REDIS_URL"], env.get("REDIS_PASS"))
+        # Operations (TLS, logs, shutdown).
+        for key, name, kind in (
+            ("KEFU_TLS_DIR", "tls_dir", Path), ("KEFU_LOG_FORMAT", "log_format", str),
+            ("KEFU_LOG_LEVEL", "log_level", str), ("KEFU_LOG_FILE", "log_file", str),
+            ("KEFU_SHUTDOWN_GRACE_S", "shutdown_grace_s", float),
+        ):
+            if env.get(key):
+                values[name] = kind(env[key])
+        for key, name in (("KEFU_DEV", "dev"), ("KEFU_SENTIMENT", "sentiment"), ("KEFU_BEHIND_PROXY", "behind_proxy")):
+            if env.get(key):
+                values[name] = _parse_bool(key, env[key])
+        return values
+
+
+class _EnvReader(Mapping[str, str]):
+    """The environment, remembering the last variable read: a value that does not parse (int("x"))
+    raises inside the table above, and the error can then name the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.last = ""
+
+    def __getitem__(self, key: str) -> str:
+        self.last = key
+        return self.env[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.last = key
+        return self.env.get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.env)
+
+    def __len__(self) -> int:
+        return len(self.env)
 
 
 def env_values(env: Mapping[str, str]) -> dict[str, Any]:
-    """The Config fields the environment sets (only those it sets, so a config file can fill the rest)."""
-    values: dict[str, Any] = {}
-    if "KEFU_DATA_DIR" in env:
-        values["data_dir"] = Path(env["KEFU_DATA_DIR"])
-    db_url = env.get("DB_URL") or _postgres_url_from_parts(env)
-    if db_url:
-        values["db_url"] = db_url
-    for key, name, kind in (
-        ("KEFU_HOST", "host", str), ("KEFU_HTTP_PORT", "http_port", int),
-        ("KEFU_WS_PORT", "ws_port", int), ("KEFU_PUBLIC_WS_URL", "public_ws_url", str),
-        ("KEFU_SECRET", "secret", str), ("KEFU_SQLITE_SYNC", "sqlite_sync", str),
-        ("WORKERS", "workers", int), ("TLS_CERT", "tls_cert", str), ("TLS_KEY", "tls_key", str),
-        # Protocol limits, mostly for tests and capacity tuning.
-        ("KEFU_RATE_PER_S", "rate_per_s", float), ("KEFU_RATE_BURST", "rate_burst", float),
-        ("KEFU_REPLAY_LIMIT", "replay_limit", int), ("KEFU_MAX_PENDING_BYTES", "max_pending_bytes", int),
-        ("KEFU_IDLE_TIMEOUT_S", "idle_timeout_s", float), ("KEFU_PONG_TIMEOUT_S", "pong_timeout_s", float),
-        ("KEFU_ACCEPT_TIMEOUT_S", "accept_timeout_s", float),
-        ("KEFU_AGENT_OFFLINE_GRACE_S", "agent_offline_grace_s", float),
-        ("KEFU_TLS_DIR", "tls_dir", Path), ("KEFU_LOG_FORMAT", "log_format", str),
-        ("KEFU_LOG_LEVEL", "log_level", str), ("KEFU_LOG_FILE", "log_file", str),
-        ("KEFU_SHUTDOWN_GRACE_S", "shutdown_grace_s", float),
-    ):
-        if env.get(key):
-            values[name] = _parse(key, env[key], kind)
-    if env.get("REDIS_URL"):
-        values["redis_url"] = _redis_url_with_password(env["REDIS_URL"], env.get("REDIS_PASS"))
-    for key, name in (("KEFU_DEV", "dev"), ("KEFU_SENTIMENT", "sentiment"), ("KEFU_BEHIND_PROXY", "behind_proxy")):
-        if env.get(key):
-            values[name] = _parse(key, env[key], bool)
-    return values
+    """Config.env_values with a ConfigError naming the variable whose value does not parse."""
+    reader = _EnvReader(env)
+    try:
+        return Config.env_values(reader)
+    except ValueError as error:
+        if isinstance(error, ConfigError):
+            raise
+        kind = "an integer" if "int()" in str(error) else "a number"
+        raise ConfigError(f"{reader.last}: expected {kind}, got {reader.get(reader.last)!r}") from None
 
 
 class ConfigError(ValueError):
@@ -135,15 +176,10 @@ class ConfigError(ValueError):
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def _parse(key: str, raw: str, kind: Any) -> Any:
-    if kind is bool:
-        if raw.lower() in _TRUE + _FALSE:
-            return raw.lower() in _TRUE
-        raise ConfigError(f"{key}: expected one of {'/'.join(_TRUE + _FALSE)}, got {raw!r}")
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ConfigError(f"{key}: expected {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+def _parse_bool(key: str, raw: str) -> bool:
+    if raw.lower() in _TRUE + _FALSE:
+        return raw.lower() in _TRUE
+    raise ConfigError(f"{key}: expected one of {'/'.join(_TRUE + _FALSE)}, got {raw!r}")
 
 
 def _postgres_url_from_parts(env: Mapping[str, str]) -> str | None:
