@@ -104,6 +104,9 @@ async def test_tls_serves_https_and_wss_and_reloads_on_sighup(tmp_path, tmp_path
         assert _peer_common_name(proc.http_port, renewed_trust) == "kefu-test-renewed"
         await ws.send(json.dumps({"t": "ping"}))
         assert json.loads(await ws.recv())["t"] == "pong"
+        # The image's HEALTHCHECK finds TLS the same way the server did.
+        health = kefu("health", KEFU_TLS_DIR=str(certs), KEFU_HTTP_PORT=str(proc.http_port))
+        assert health.returncode == 0, health.stderr
 
         # A broken pair on SIGHUP is refused; the renewed certificate keeps serving.
         (certs / "privkey.pem").write_text("not a key")
@@ -119,6 +122,12 @@ async def test_tls_serves_https_and_wss_and_reloads_on_sighup(tmp_path, tmp_path
 async def test_plain_server_never_advertises_wss(api: Api) -> None:
     session = await api.visitor()
     assert session["ws_url"].startswith("ws://")
+
+
+def test_health_command(server: ServerProcess) -> None:
+    assert kefu("health", KEFU_HTTP_PORT=str(server.http_port)).returncode == 0
+    down = kefu("health", KEFU_HTTP_PORT=str(server.ws_port))  # not the API: no /healthz answer there
+    assert down.returncode == 1 and "kefu health" in down.stderr
 
 
 # --- logs --------------------------------------------------------------------------------------------
