@@ -56,7 +56,8 @@ if command -v podman >/dev/null; then
   if [ "$arch" = arm64 ] && [ "$(uname -m)" != aarch64 ]; then build_kind=cross; fi
   scripts/make-base-image.sh "$arch" "$build_kind"
   scripts/make-base-image.sh "$arch" runtime
-  nice -n 15 podman build --pull=never --network=none --platform "linux/$arch" \
+  # docker format: the OCI format has no HEALTHCHECK.
+  nice -n 15 podman build --pull=never --network=none --format docker --platform "linux/$arch" \
     --build-arg "BUILD_BASE=localhost/kefu-$build_kind:trixie-$arch" \
     --build-arg "RUNTIME_BASE=localhost/kefu-runtime:trixie-$arch" \
     -f "Dockerfile.$arch" -t "$tag" .

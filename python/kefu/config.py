@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,12 +80,19 @@ class Config:
     def storage_url(self) -> str:
         return self.db_url or f"sqlite:///{(self.data_dir / 'kefu.db').resolve()}"
 
-    def ws_url(self) -> str:
+    def ws_url(self, request_host: str | None = None) -> str:
+        """The WebSocket address handed to clients. Listening on every interface (0.0.0.0, ::, as in
+        the container image), the address clients reached the API by (`request_host`, the HTTP Host
+        header) is the best guess for the WebSocket port's address too: it is only ever returned
+        to the client that sent it. KEFU_PUBLIC_WS_URL overrides all of this."""
         if self.public_ws_url:
             return self.public_ws_url
         # Only advertise wss:// when this process serves TLS (tls_cert is resolved before serving).
         scheme = "wss" if self.tls_cert else "ws"
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = self.host
+        if host in _WILDCARD_HOSTS:
+            host = _hostname(request_host) or ("127.0.0.1" if host == "0.0.0.0" else "::1")
+        host = f"[{host}]" if ":" in host else host
         return f"{scheme}://{host}:{self.ws_port}/ws"
 
     def replace(self, **changes: Any) -> Config:
@@ -180,6 +188,16 @@ def _parse_bool(key: str, raw: str) -> bool:
     if raw.lower() in _TRUE + _FALSE:
         return raw.lower() in _TRUE
     raise ConfigError(f"{key}: expected one of {'/'.join(_TRUE + _FALSE)}, got {raw!r}")
+
+
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+_HOST_HEADER = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]{1,253}))(?::\d{1,5})?$")
+
+
+def _hostname(host_header: str | None) -> str | None:
+    """The host part of a Host header, or None when it is absent or not a plain name or address."""
+    match = _HOST_HEADER.match(host_header or "")
+    return match and (match["v6"] or match["name"])
 
 
 def _postgres_url_from_parts(env: Mapping[str, str]) -> str | None:

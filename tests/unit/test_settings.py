@@ -102,3 +102,16 @@ def test_json_formatter_redacts_extra_fields_and_message() -> None:
     record.url = "/ws?token=v1.xyz"
     entry = json.loads(JsonFormatter().format(record))
     assert entry["msg"] == "login token=***" and entry["url"] == "/ws?token=***" and entry["level"] == "warning"
+
+
+@pytest.mark.parametrize(("host", "request_host", "expected"), [
+    ("0.0.0.0", "chat.example.com:8080", "wss://chat.example.com:8081/ws"),
+    ("0.0.0.0", "[2001:db8::1]:8080", "wss://[2001:db8::1]:8081/ws"),
+    ("0.0.0.0", 'evil"/path', "wss://127.0.0.1:8081/ws"),  # not a host name: not reflected
+    ("0.0.0.0", None, "wss://127.0.0.1:8081/ws"),
+    ("10.1.2.3", "chat.example.com", "wss://10.1.2.3:8081/ws"),  # a concrete address wins
+])
+def test_ws_url_on_a_wildcard_address_follows_the_request(host: str, request_host: str | None,
+                                                          expected: str) -> None:
+    config = settings.load(None, {"KEFU_HOST": host, "KEFU_WS_PORT": "8081"}, tls_cert=None).replace(tls_cert="c")
+    assert config.ws_url(request_host) == expected

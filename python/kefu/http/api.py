@@ -164,7 +164,7 @@ class Api:
         principal = Principal(id=visitor.id, role="visitor", site_id=site.id, name=visitor.name)
         token, expires = self.signer.issue(principal, self.config.visitor_token_ttl_s)
         return web.json_response({"visitor_id": visitor.id, "token": token, "expires_at": expires,
-                                  "ws_url": self.config.ws_url()}, headers=headers)
+                                  "ws_url": self.config.ws_url(request.host)}, headers=headers)
 
     # --- agents ---------------------------------------------------------------------------------
     async def login(self, request: web.Request) -> web.Response:
@@ -192,7 +192,7 @@ class Api:
         principal = Principal(id=agent.id, role=agent.role, site_id=agent.site_id, name=agent.name)
         token, expires = self.signer.issue(principal, self.config.agent_token_ttl_s)
         return web.json_response({"token": token, "agent_id": agent.id, "role": agent.role,
-                                  "expires_at": expires, "ws_url": self.config.ws_url()})
+                                  "expires_at": expires, "ws_url": self.config.ws_url(request.host)})
 
     # --- history --------------------------------------------------------------------------------
     def _conv_param(self, request: web.Request) -> int:
