@@ -6,7 +6,7 @@ Every target answers the same questions so a scenario never special-cases one:
 
 Peers speak the bench hub protocol (bench/peers/*: a connection joins `?room=R`; a message goes to
 every member of its room, the sender included as its ack, and to room "*" watchers). Kefu speaks
-PROTOCOL.md: sessions and agents are created over HTTP and WebSocket first (with the `websockets`
+docs/protocol.md: sessions and agents are created over HTTP and WebSocket first (with the `websockets`
 library, a second client implementation), then the load generator reconnects with the tokens.
 """
 

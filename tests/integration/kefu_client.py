@@ -44,6 +44,7 @@ class ServerProcess:
     site_key: str = ""
     admin_password: str = ""
     output: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)  # extra `kefu serve` flags; later ones win
 
     @property
     def http(self) -> str:
@@ -55,7 +56,7 @@ class ServerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kefu.cli", "--data-dir", str(self.data_dir), "serve", "--dev",
-             "--http-port", str(self.http_port), "--ws-port", str(self.ws_port), "--log-level", "WARNING"],
+             "--http-port", str(self.http_port), "--ws-port", str(self.ws_port), "--log-level", "WARNING", *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         deadline = time.monotonic() + BOOT_TIMEOUT_S
         assert self.proc.stdout is not None

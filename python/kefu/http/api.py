@@ -1,4 +1,4 @@
-"""The HTTP API (PROTOCOL.md "Endpoints") on aiohttp, in the same process and loop as the gateway.
+"""The HTTP API (docs/protocol.md "Endpoints") on aiohttp, in the same process and loop as the gateway.
 
 Every handler validates its input and answers errors as JSON ``{"error": code, "msg": text}`` with
 the matching status; a conversation the caller may not read is a 404, like one that does not exist.
@@ -231,7 +231,8 @@ class Api:
         principal = Principal(id=visitor.id, role="visitor", site_id=site.id, name=visitor.name, addr=address)
         token, expires = self.signer.issue(principal, self.config.visitor_token_ttl_s)
         return web.json_response({"visitor_id": visitor.id, "visitor_secret": secret, "token": token,
-                                  "expires_at": expires, "ws_url": self.config.ws_url()}, headers=headers)
+                                  "expires_at": expires, "ws_url": self.config.ws_url(request.host)},
+                                 headers=headers)
 
     # --- agents ---------------------------------------------------------------------------------
     async def login(self, request: web.Request) -> web.Response:
@@ -262,7 +263,7 @@ class Api:
                               gen=agent.token_gen)
         token, expires = self.signer.issue(principal, self.config.agent_token_ttl_s)
         return web.json_response({"token": token, "agent_id": agent.id, "role": agent.role,
-                                  "expires_at": expires, "ws_url": self.config.ws_url()})
+                                  "expires_at": expires, "ws_url": self.config.ws_url(request.host)})
 
     async def logout(self, request: web.Request) -> web.Response:
         """Revoke every token of the calling agent (all its devices) and close its sockets."""

@@ -1,4 +1,4 @@
-"""The hub: conversation policy over the gateway's connections (PROTOCOL.md, delivery rules).
+"""The hub: conversation policy over the gateway's connections (docs/protocol.md, delivery rules).
 
 The Cython gateway hands every decoded frame to `Hub.on_frame`. The hub checks identity (from the
 token, never from the frame), membership and limits, talks to storage, asks the router, and fans
@@ -9,7 +9,7 @@ Delivery invariants kept here:
 - per conversation, subscribers get `msg` frames in `seq` order, without gaps or duplicates: live
   fan-out is released in seq order (`_release_in_order`), and a resuming connection is registered
   for live frames *before* storage is read, buffering live frames until the replay is written,
-  then deduplicating by seq (the Rocket.Chat reconnect race in anchors/reliability-security.md);
+  then deduplicating by seq (the Rocket.Chat reconnect race, docs/design.md "Reliability rules");
 - a retried cmid gets the original seq and is not fanned out again.
 """
 
@@ -147,7 +147,7 @@ class Hub:
         if self._sweeper:
             self._sweeper.cancel()
         for conn in list(self.connections):
-            conn.close(1001, b"server shutting down")
+            conn.close(1001, b"server restarting: reconnect after a random 1-5 s delay, then resume")
         for timer in self._offline_timers.values():
             timer.cancel()
         if self.mood_scorer is not None:
@@ -180,7 +180,7 @@ class Hub:
         if timer is not None:
             timer.cancel()
         self.metrics.inc("kefu_connections_total")
-        log.info("connect %s %s %s", principal.role, principal.id, "bin" if conn.binary else "json")
+        log.debug("connect %s %s %s", principal.role, principal.id, "bin" if conn.binary else "json")
 
     def on_disconnected(self, conn: compiled.Connection) -> None:
         self.connections.discard(conn)

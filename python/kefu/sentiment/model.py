@@ -56,7 +56,7 @@ class SentimentModel:
         """The model at ``path`` (default: the bundled one), loaded once per process and path.
 
         Sessions use one intra-op and one inter-op thread: a single message takes tens of
-        microseconds, and a second thread only adds hand-off latency (routing-ai.md §3.3).
+        microseconds, and a second thread only adds hand-off latency (docs/sentiment.md).
         """
         key = (os.getpid(), None if path is None else str(Path(path).resolve()))
         with _CACHE_LOCK:

@@ -88,7 +88,7 @@ CHATGEN_COUNTS = {
 CHATGEN = "chatgen"
 NEUTRAL_BAND = 0.5  # VADER ratings strictly inside (-0.5, 0.5) are neutral
 THRESHOLDS = (0.5, 0.7, 0.9)
-#: Acceptance gates (routing-ai.md §4.2): a retrain that falls below them writes nothing.
+#: Acceptance gates (docs/sentiment.md): a retrain that falls below them writes nothing.
 MIN_TEST_ACCURACY = {"zh": 0.83, "en": 0.74}
 MIN_CHAT_MACRO_F1 = {"zh": 0.75, "en": 0.75}  # the target, on the hand-written chat lines
 MAX_FP16_PARITY = 1e-3

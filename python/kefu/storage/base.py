@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -118,6 +119,10 @@ class AppendResult:
 
 class Storage(abc.ABC):
     """What the server needs from a database. One instance per server process."""
+
+    # Called with (requests in the batch, seconds the COMMIT took) after each group commit, from the
+    # writer's thread; the server points it at its metrics. Stores without batching leave it unused.
+    commit_observer: Callable[[int, float], None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -367,7 +367,10 @@ class SqliteStorage(Storage):
                 outcomes = self._apply(conn, items, isolated=True)
             if self._fault_before_commit is not None:
                 self._fault_before_commit()
+            commit_started = time.perf_counter()
             conn.execute("COMMIT")
+            if self.commit_observer is not None:
+                self.commit_observer(len(items), time.perf_counter() - commit_started)
             self._wal_grew.set()
         except Exception as exc:
             if conn.in_transaction:
