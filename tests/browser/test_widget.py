@@ -267,7 +267,8 @@ TOFU_CHECK = """(text) => {
   const draw = (ch) => { ctx.clearRect(0, 0, 40, 40); ctx.font = '28px ' + font; ctx.fillText(ch, 4, 32);
                          return Array.from(ctx.getImageData(0, 0, 40, 40).data).join(','); };
   const tofu = draw('\\uE000');
-  return [...text].filter((ch) => ch.trim() && !/[，。？！]/.test(ch)).map((ch) => [ch, draw(ch) !== tofu && draw(ch) !== draw(' ')]);
+  const blank = draw(' ');
+  return [...text].map((ch) => [ch, draw(ch) !== tofu && draw(ch) !== blank]);
 }"""
 
 
