@@ -97,8 +97,10 @@ async def test_widget_chat_both_ways(page: Page, web_server: ServerProcess, host
     await widget.input.press_sequentially("one mo")  # typing, visitor → agent
     typing = await agent.client.expect("typing", conv=conv)
     assert typing["on"] is True and typing["from"]["role"] == "visitor"
+    await expect(widget.title).to_have_text("Alice")  # the agent's name, from the assignment
+    await expect(widget.status).to_have_text("Alice is helping you")
     await agent.client.send({"t": "typing", "conv": conv, "on": True})  # typing, agent → visitor
-    await expect(widget.typing).to_have_text("The agent is typing…")
+    await expect(widget.typing).to_have_text("Alice is typing…")
 
     seq = await agent.say(conv, "Sorry about that! The refund is on its way.", "a-1")
     rows = await widget.wait_for(lambda r: r[-1]["text"].startswith("Sorry about that"), what="the reply")
@@ -111,6 +113,7 @@ async def test_widget_chat_both_ways(page: Page, web_server: ServerProcess, host
 
     await agent.client.send({"t": "read", "conv": conv, "seq": message["seq"]})
     await widget.wait_for(lambda r: r[0]["state"] == "Read", what="the read mark")
+    await widget.input.fill("")
     await page.screenshot(path=str(shots / "widget.png"))
 
 
@@ -121,7 +124,7 @@ async def test_queue_position_then_assignment(page: Page, web_server: ServerProc
     await expect(widget.status).to_contain_text("You are number 1 in line")
     agent = await agent_factory("w-queue", name="Carol")
     await agent.take()
-    await expect(widget.status).to_have_text("An agent has joined")
+    await expect(widget.status).to_have_text("Carol is helping you")
 
 
 async def test_reload_keeps_history_without_duplicates(page: Page, web_server: ServerProcess, host,

@@ -74,7 +74,7 @@
   const style = el('style');
   style.textContent = `
 :host{all:initial}*{box-sizing:border-box;font:14px/1.45 system-ui,-apple-system,"Segoe UI","PingFang SC","Microsoft YaHei","WenQuanYi Zen Hei",sans-serif}
-.bubble{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;border:0;background:#2563eb;color:#fff;cursor:pointer;box-shadow:0 4px 14px #0004;font-size:26px}
+.bubble{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;border:0;background:#2563eb;color:#fff;cursor:pointer;box-shadow:0 4px 14px #0004;display:flex;align-items:center;justify-content:center}
 .badge{position:absolute;top:-4px;right:-4px;min-width:20px;height:20px;border-radius:10px;background:#dc2626;color:#fff;font-size:12px;line-height:20px;text-align:center;padding:0 5px}
 .panel{position:fixed;right:20px;bottom:88px;width:360px;height:540px;max-height:calc(100vh - 108px);background:#fff;color:#111;border-radius:12px;box-shadow:0 8px 30px #0005;display:flex;flex-direction:column;overflow:hidden}
 .head{background:#2563eb;color:#fff;padding:12px 14px;display:flex;align-items:center;gap:8px}
@@ -101,7 +101,21 @@ input[type=text],select{border:1px solid #cbd5e1;border-radius:8px;padding:8px;b
 form.pre button{height:40px}
 @media (max-width:480px){.panel{right:0;bottom:0;width:100vw;height:100%;max-height:100%;border-radius:0}}
 [hidden]{display:none!important}`;
-  const bubble = el('button', 'bubble', '💬');
+  const bubble = el('button', 'bubble');
+  const SVG = 'http://www.w3.org/2000/svg';
+  const icon = document.createElementNS(SVG, 'svg');
+  icon.setAttribute('viewBox', '0 0 24 24');
+  icon.setAttribute('width', '28');
+  icon.setAttribute('height', '28');
+  // A speech balloon with two lines of text.
+  for (const [fill, d] of [['currentColor', 'M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z'],
+                           ['#2563eb', 'M6 8h12v2H6zm0 4h8v2H6z']]) {
+    const path = document.createElementNS(SVG, 'path');
+    path.setAttribute('fill', fill);
+    path.setAttribute('d', d);
+    icon.append(path);
+  }
+  bubble.append(icon);
   bubble.setAttribute('aria-label', T.open);
   const badge = el('span', 'badge');
   badge.hidden = true;
@@ -297,7 +311,7 @@ form.pre button{height:40px}
 
   function scheduleReconnect() {
     clearTimeout(retryTimer);
-    if (!S.started) { setStatus(''); return; }  // nothing to keep alive
+    if (!S.started || S.state === 'closed') { queueStatus(); return; }  // nothing to keep alive
     attempts++;
     setStatus(T.offline, true);
     // Full jitter on an exponential base: a restarted server is not hit by every visitor at once.
@@ -413,6 +427,7 @@ form.pre button{height:40px}
     S.conv = f.conv;
     S.state = f.state;
     if (f.agent && f.agent !== S.agentId) { S.agentId = f.agent; S.agentName = ''; }
+    if (f.agent_name) S.agentName = String(f.agent_name);
     if (f.state === 'queued') S.queue = { position: f.position || 1, eta: f.eta_s };
     else S.queue = null;
     if (f.state === 'closed') { peerTyping = false; S.outbox = S.outbox.filter((o) => o.acked); }
