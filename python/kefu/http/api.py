@@ -26,6 +26,8 @@ from kefu.http.guard import SlowClientGuard
 from kefu.realtime.frames import decode_json_text, text_problem
 from kefu.realtime.hub import Hub
 from kefu.storage.base import Conflict, Site, StorageError
+from kefu.web.pages import Pages
+from kefu.web.topics import TopicCache
 
 log = logging.getLogger("kefu.http")
 
@@ -72,6 +74,7 @@ class Api:
         # Per account: few tries. Per client address: more, since many people may share one address.
         self.account_throttle = auth.LoginThrottle(max_failures=5, window_s=60)
         self.address_throttle = auth.LoginThrottle(max_failures=30, window_s=60)
+        self.topics = TopicCache(self.storage.list_agents, hub.online_agents)
 
     def app(self) -> web.Application:
         middlewares = [self.guard.watch] if self.guard is not None else []
@@ -87,6 +90,8 @@ class Api:
         app.router.add_patch("/api/v1/admin/agents/{agent}", self.update_agent)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/api/v1/sites/{key}/topics", self.site_topics)
+        Pages(self.config.ws_url()).add_routes(app)  # /widget.js, /console/, /admin/ (before /{name})
         app.router.add_get("/", self.static_file)
         app.router.add_get("/{name}", self.static_file)
         return app
@@ -233,6 +238,14 @@ class Api:
         return web.json_response({"visitor_id": visitor.id, "visitor_secret": secret, "token": token,
                                   "expires_at": expires, "ws_url": self.config.ws_url(request.host)},
                                  headers=headers)
+
+    async def site_topics(self, request: web.Request) -> web.Response:
+        """The widget's topic list (kefu.web.topics); origin-checked like the session endpoint."""
+        site = await self.sites.by_key(request.match_info["key"][:128])
+        if site is None:
+            raise ApiError(404, "not_found", "unknown site")
+        headers = self._cors(site, request)
+        return web.json_response(await self.topics.for_site(site.id), headers=headers)
 
     # --- agents ---------------------------------------------------------------------------------
     async def login(self, request: web.Request) -> web.Response:
