@@ -19,6 +19,8 @@ from kefu import auth
 from kefu.auth import Principal
 from kefu.realtime.hub import Hub
 from kefu.storage.base import Conflict, Site, StorageError
+from kefu.web.pages import Pages
+from kefu.web.topics import TopicCache
 
 log = logging.getLogger("kefu.http")
 
@@ -49,6 +51,7 @@ class Api:
         # Per account: few tries. Per client address: more, since many people may share one address.
         self.account_throttle = auth.LoginThrottle(max_failures=5, window_s=60)
         self.address_throttle = auth.LoginThrottle(max_failures=30, window_s=60)
+        self.topics = TopicCache(self.storage.list_agents, hub.online_agents)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors])
@@ -66,6 +69,8 @@ class Api:
         AdminApi(self).register(app)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/api/v1/sites/{key}/topics", self.site_topics)
+        Pages(self.config.ws_url()).add_routes(app)  # /widget.js, /console/, /admin/ (before /{name})
         app.router.add_get("/", self.static_file)
         app.router.add_get("/{name}", self.static_file)
         return app
@@ -169,6 +174,14 @@ class Api:
         token, expires = self.signer.issue(principal, self.config.visitor_token_ttl_s)
         return web.json_response({"visitor_id": visitor.id, "token": token, "expires_at": expires,
                                   "ws_url": self.config.ws_url()}, headers=headers)
+
+    async def site_topics(self, request: web.Request) -> web.Response:
+        """The widget's topic list (kefu.web.topics); origin-checked like the session endpoint."""
+        site = await self.sites.by_key(request.match_info["key"][:128])
+        if site is None:
+            raise ApiError(404, "not_found", "unknown site")
+        headers = self._cors(site, request)
+        return web.json_response(await self.topics.for_site(site.id), headers=headers)
 
     # --- agents ---------------------------------------------------------------------------------
     async def login(self, request: web.Request) -> web.Response:
