@@ -197,6 +197,7 @@
     if (!fresh) return;
     if (frame.from.role === "visitor") {
       c.typingUntil = 0;
+      if (state.selected === c.id) renderTyping(c);
       if (!(state.selected === c.id && document.hasFocus())) notify(t("new_message"), frame.text, c);
     }
   }
@@ -473,7 +474,7 @@
       h("header", {class: "top"},
         h("strong", {}, t("console_title")), view.status, view.availability, notifyButton,
         h("span", {class: "grow"}),
-        h("span", {class: "who"}, state.auth.agent_id),
+        h("span", {class: "who"}, displayName()),
         h("button", {class: "ghost", onclick: () => { Kefu.setLang(Kefu.lang === "en" ? "zh-CN" : "en"); start(); }},
           t("other_lang")),
         h("button", {class: "ghost", id: "logout", onclick: async () => {
@@ -492,6 +493,15 @@
     updateTitle();
     if (!ws) connect();
     pollQueue();
+  }
+
+  // The token's claims carry the agent's name; read for display only (the server verifies tokens).
+  function displayName() {
+    try {
+      const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(
+        atob(state.auth.token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")), (ch) => ch.charCodeAt(0))));
+      return claims.name || state.auth.agent_id;
+    } catch { return state.auth.agent_id; }
   }
 
   function sortedConvs() {
