@@ -24,7 +24,8 @@
     delete: ["Delete", "删除"], connections: ["Connections", "连接数"], agents_online: ["Agents online", "在线客服"],
     msgs_s: ["Messages/s", "消息/秒"], ack: ["Ack p50 / p99", "确认延迟 p50 / p99"],
     delivery: ["Delivery p50 / p99", "投递延迟 p50 / p99"], queue_len: ["Queue length", "排队长度"],
-    key: ["Site key", "站点密钥"], cancel: ["Cancel", "取消"],
+    key: ["Site key", "站点密钥"], cancel: ["Cancel", "取消"], skills_h: ["Skills", "技能"], teams_h: ["Teams", "团队"],
+    languages_h: ["Languages", "语言"],
   });
 
   let auth = Kefu.session(STORE_KEY);
@@ -95,7 +96,7 @@
       h("td", {}, a.teams.join(", ")),
       h("td", {}, a.languages.join(", ")),
       h("td", {class: "agent-status"}, a.disabled ? t("disabled") : a.online ? t("online") : t("offline")),
-      h("td", {class: "actions"},
+      h("td", {}, h("div", {class: "actions"},
         h("button", {class: "ghost", onclick: () => {
           form.replaceWith(agentForm(a));
           window.scrollTo(0, 0);
@@ -104,10 +105,10 @@
           onclick: async () => {
             await api("PATCH", `/api/v1/admin/agents/${a.agent_id}`, {disabled: !a.disabled});
             start();
-          }}, a.disabled ? t("enable") : t("disable")))));
+          }}, a.disabled ? t("enable") : t("disable"))))));
     append(clear(main), [form, h("section", {class: "card"}, h("h2", {}, t("agents")),
       h("table", {class: "list", id: "agents"},
-        h("thead", {}, h("tr", {}, [t("name"), t("role"), t("skills"), t("capacity"), t("teams"), t("languages"),
+        h("thead", {}, h("tr", {}, [t("name"), t("role"), t("skills_h"), t("capacity"), t("teams_h"), t("languages_h"),
           t("status"), ""].map((x) => h("th", {}, x)))),
         h("tbody", {}, rows)))]);
   }
@@ -247,14 +248,14 @@
     const rows = replies.map((reply) => {
       const editText = h("textarea", {rows: 2, maxlength: 4000}, reply.text);
       return h("tr", {}, h("td", {}, h("code", {}, reply.shortcut)), h("td", {}, editText),
-        h("td", {class: "actions"},
+        h("td", {}, h("div", {class: "actions"},
           h("button", {class: "ghost", onclick: async () => {
             try { await api("PATCH", `/api/v1/admin/canned/${reply.id}`, {text: editText.value}); start(); } catch (e) { error.textContent = e.message; }
           }}, t("save")),
           h("button", {class: "ghost danger", onclick: async () => {
             await api("DELETE", `/api/v1/admin/canned/${reply.id}`);
             start();
-          }}, t("delete"))));
+          }}, t("delete")))));
     });
     append(clear(main), [
       h("form", {class: "card", onsubmit: async (event) => {
