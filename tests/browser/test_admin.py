@@ -118,6 +118,7 @@ async def test_site_origins_routing_canned_replies_and_live_chart(
     await expect(page.locator("#stat-ack")).to_contain_text("/")
     await page.wait_for_timeout(2500)  # a second sample draws the lines
     painted = await page.evaluate("""() => {
-        const c = document.querySelector('#chart'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        const c = document.querySelector('#chart');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let blue = 0; for (let i = 0; i < d.length; i += 4) if (d[i + 2] > 200 && d[i] < 100) blue++; return blue; }""")
     assert painted > 100  # the messages/s line is on the canvas
