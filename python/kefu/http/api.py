@@ -88,6 +88,10 @@ class Api:
         app.router.add_get("/api/v1/admin/agents", self.list_agents)
         app.router.add_post("/api/v1/admin/agents", self.create_agent)
         app.router.add_patch("/api/v1/admin/agents/{agent}", self.update_agent)
+        from kefu.http.admin_api import AdminApi  # they build on this module, so imported here
+        from kefu.http.console_api import ConsoleApi
+        ConsoleApi(self).register(app)
+        AdminApi(self).register(app)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/api/v1/sites/{key}/topics", self.site_topics)

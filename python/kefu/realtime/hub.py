@@ -784,6 +784,17 @@ class Hub:
         if agent.id in self.online_agents and not agent.disabled:
             await self._apply_all(self.router.agent_updated(_profile(agent), time.time()))
 
+    async def set_availability(self, agent_id: str, available: bool) -> bool:
+        """An online agent's own switch: away keeps its conversations but is offered no new ones.
+        False when the agent has no live session (availability exists only while connected)."""
+        agent = self.agents.get(agent_id)
+        if agent is None or agent_id not in self.online_agents or agent.disabled:
+            return False
+        now = time.time()
+        await self._apply_all(self.router.agent_online(_profile(agent), now) if available
+                              else self.router.agent_away(agent_id, now))
+        return True
+
     def revoke(self, principal_id: str, reason: bytes = b"access revoked", *, offline_now: bool = False) -> int:
         """Close every connection of a principal (agent disabled, password or role changed, logout).
         `offline_now`: the agent goes offline at once, without the reconnect grace (disabled: it

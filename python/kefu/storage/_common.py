@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from kefu.storage.base import (
     Agent,
+    CannedReply,
     Conversation,
     NewMessage,
     NotFound,
@@ -167,6 +168,13 @@ MESSAGE_COLUMNS: Final = "conv, seq, cmid, sender_id, sender_role, sender_name, 
 
 def _geo(lat: float | None, lon: float | None) -> tuple[float, float] | None:
     return None if lat is None or lon is None else (float(lat), float(lon))
+
+
+CANNED_COLUMNS: Final = "id, site_id, shortcut, body, updated_at"
+
+
+def canned_from_row(row: Any) -> CannedReply:
+    return CannedReply(id=row[0], site_id=row[1], shortcut=row[2], text=row[3], updated_at=row[4])
 
 
 def site_from_row(row: Any) -> Site:

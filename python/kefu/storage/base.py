@@ -97,6 +97,17 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class CannedReply:
+    """A prepared answer agents insert into a chat; `shortcut` is unique per site ("/refund")."""
+
+    id: int
+    site_id: int
+    shortcut: str
+    text: str
+    updated_at: float  # unix seconds
+
+
+@dataclass(frozen=True, slots=True)
 class NewMessage:
     """A message to store; `cmid` is the client's idempotency key (unique per sender and conversation)."""
 
@@ -262,3 +273,25 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def routing_decisions(self, conv_id: int) -> list[dict[str, Any]]:
         """Every decision recorded for the conversation, oldest first (each dict has 'id' and 'ts')."""
+
+    # --- canned replies ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_canned_reply(self, site_id: int, shortcut: str, text: str) -> CannedReply:
+        """Conflict when the site already has this shortcut."""
+
+    @abc.abstractmethod
+    async def get_canned_reply(self, reply_id: int) -> CannedReply | None: ...
+
+    @abc.abstractmethod
+    async def list_canned_replies(self, site_id: int, query: str | None = None, limit: int = 200) -> list[CannedReply]:
+        """The site's replies ordered by shortcut; `query` keeps those whose shortcut or text contains
+        it (case-insensitive for ASCII letters)."""
+
+    @abc.abstractmethod
+    async def update_canned_reply(self, reply_id: int, *, shortcut: str | None = None,
+                                  text: str | None = None) -> CannedReply:
+        """NotFound for an unknown id; Conflict when the new shortcut is taken on the site."""
+
+    @abc.abstractmethod
+    async def delete_canned_reply(self, reply_id: int) -> bool:
+        """True when a reply was deleted."""

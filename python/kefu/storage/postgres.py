@@ -32,6 +32,7 @@ import asyncpg
 from kefu.storage import _common as c
 from kefu.storage._common import (
     AGENT_COLUMNS,
+    CANNED_COLUMNS,
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
     SITE_COLUMNS,
@@ -41,6 +42,7 @@ from kefu.storage._common import (
 from kefu.storage.base import (
     Agent,
     AppendResult,
+    CannedReply,
     Conflict,
     Conversation,
     ConversationState,
@@ -197,6 +199,15 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # prove themselves with a secret (only its SHA-256 is kept).
         "ALTER TABLE agents ADD COLUMN token_gen bigint NOT NULL DEFAULT 0",
         "ALTER TABLE visitors ADD COLUMN secret_hash text",
+    ),
+    (
+        """CREATE TABLE canned_replies (
+            id bigserial PRIMARY KEY,
+            site_id bigint NOT NULL REFERENCES sites(id),
+            shortcut text NOT NULL,
+            body text NOT NULL,
+            updated_at double precision NOT NULL,
+            UNIQUE (site_id, shortcut))""",
     ),
 )
 
@@ -611,6 +622,46 @@ class PostgresStorage(Storage):
         rows = await self._fetch(
             "SELECT id, ts, decision FROM routing_decisions WHERE conv = $1 ORDER BY id", conv_id)
         return [c.decision_from_row(row) for row in rows]
+
+    # --- canned replies ----------------------------------------------------------------------------
+    async def _write_canned(self, sql: str, *args: Any) -> Any:
+        try:
+            return await self._fetchrow(sql, *args)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+                raise Conflict("a canned reply with this shortcut exists on the site") from exc.__cause__
+            raise
+
+    async def create_canned_reply(self, site_id: int, shortcut: str, text: str) -> CannedReply:
+        row = await self._write_canned(
+            f"INSERT INTO canned_replies(site_id, shortcut, body, updated_at) VALUES ($1, $2, $3, $4) "
+            f"RETURNING {CANNED_COLUMNS}", site_id, shortcut, text, time.time())
+        return c.canned_from_row(row)
+
+    async def get_canned_reply(self, reply_id: int) -> CannedReply | None:
+        row = await self._fetchrow(f"SELECT {CANNED_COLUMNS} FROM canned_replies WHERE id = $1", reply_id)
+        return None if row is None else c.canned_from_row(row)
+
+    async def list_canned_replies(self, site_id: int, query: str | None = None, limit: int = 200) -> list[CannedReply]:
+        # lower() here folds non-ASCII letters too; the contract promises ASCII folding only.
+        rows = await self._fetch(
+            f"SELECT {CANNED_COLUMNS} FROM canned_replies WHERE site_id = $1 "
+            "AND ($2::text IS NULL OR strpos(lower(shortcut || chr(10) || body), lower($2::text)) > 0) "
+            "ORDER BY shortcut COLLATE \"C\" LIMIT $3", site_id, query, min(limit, c.MAX_LIST_LIMIT))
+        return [c.canned_from_row(row) for row in rows]
+
+    async def update_canned_reply(self, reply_id: int, *, shortcut: str | None = None,
+                                  text: str | None = None) -> CannedReply:
+        row = await self._write_canned(
+            "UPDATE canned_replies SET shortcut = coalesce($1, shortcut), body = coalesce($2, body), "
+            f"updated_at = $3 WHERE id = $4 RETURNING {CANNED_COLUMNS}", shortcut, text, time.time(), reply_id)
+        if row is None:
+            raise NotFound(f"canned reply {reply_id}")
+        return c.canned_from_row(row)
+
+    async def delete_canned_reply(self, reply_id: int) -> bool:
+        status = await self._run(lambda conn: conn.execute("DELETE FROM canned_replies WHERE id = $1", reply_id))
+        return str(status) == "DELETE 1"
 
 
 _JSON_AGENT_COLUMNS: Final = frozenset({"teams", "skills", "languages"})

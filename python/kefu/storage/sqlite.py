@@ -35,6 +35,7 @@ from kefu.compiled import MpmcQueue, QueueClosed, QueueEmpty
 from kefu.storage import _common as c
 from kefu.storage._common import (
     AGENT_COLUMNS,
+    CANNED_COLUMNS,
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
     SITE_COLUMNS,
@@ -44,6 +45,7 @@ from kefu.storage._common import (
 from kefu.storage.base import (
     Agent,
     AppendResult,
+    CannedReply,
     Conflict,
     Conversation,
     ConversationState,
@@ -141,6 +143,15 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # secret and cannot be resumed: their visitors get a new id once.
         "ALTER TABLE agents ADD COLUMN token_gen INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE visitors ADD COLUMN secret_hash TEXT",
+    ),
+    (
+        """CREATE TABLE canned_replies (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            site_id INTEGER NOT NULL REFERENCES sites(id),
+            shortcut TEXT NOT NULL,
+            body TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            UNIQUE (site_id, shortcut))""",
     ),
 )
 
@@ -752,6 +763,51 @@ class SqliteStorage(Storage):
         rows = await self._read(lambda conn: conn.execute(
             "SELECT id, ts, decision FROM routing_decisions WHERE conv = ? ORDER BY id", (conv_id,)).fetchall())
         return [c.decision_from_row(row) for row in rows]
+
+    # --- canned replies ----------------------------------------------------------------------------
+    async def create_canned_reply(self, site_id: int, shortcut: str, text: str) -> CannedReply:
+        def insert(cur: sqlite3.Cursor) -> CannedReply:
+            try:
+                row = cur.execute(
+                    f"INSERT INTO canned_replies(site_id, shortcut, body, updated_at) VALUES (?, ?, ?, ?) "
+                    f"RETURNING {CANNED_COLUMNS}", (site_id, shortcut, text, time.time())).fetchone()
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"shortcut {shortcut!r} exists on site {site_id}") from exc
+            return c.canned_from_row(row)
+
+        return await self._write(insert)
+
+    async def get_canned_reply(self, reply_id: int) -> CannedReply | None:
+        row = await self._read(lambda conn: conn.execute(
+            f"SELECT {CANNED_COLUMNS} FROM canned_replies WHERE id = ?", (reply_id,)).fetchone())
+        return None if row is None else c.canned_from_row(row)
+
+    async def list_canned_replies(self, site_id: int, query: str | None = None, limit: int = 200) -> list[CannedReply]:
+        rows = await self._read(lambda conn: conn.execute(
+            f"SELECT {CANNED_COLUMNS} FROM canned_replies WHERE site_id = ? "
+            "AND (? IS NULL OR instr(lower(shortcut || char(10) || body), lower(?)) > 0) "
+            "ORDER BY shortcut LIMIT ?", (site_id, query, query, min(limit, c.MAX_LIST_LIMIT))).fetchall())
+        return [c.canned_from_row(row) for row in rows]
+
+    async def update_canned_reply(self, reply_id: int, *, shortcut: str | None = None,
+                                  text: str | None = None) -> CannedReply:
+        def update(cur: sqlite3.Cursor) -> CannedReply:
+            try:
+                row = cur.execute(
+                    "UPDATE canned_replies SET shortcut = coalesce(?, shortcut), body = coalesce(?, body), "
+                    f"updated_at = ? WHERE id = ? RETURNING {CANNED_COLUMNS}",
+                    (shortcut, text, time.time(), reply_id)).fetchone()
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"shortcut {shortcut!r} exists") from exc
+            if row is None:
+                raise NotFound(f"canned reply {reply_id}")
+            return c.canned_from_row(row)
+
+        return await self._write(update)
+
+    async def delete_canned_reply(self, reply_id: int) -> bool:
+        return await self._write(lambda cur: cur.execute(
+            "DELETE FROM canned_replies WHERE id = ?", (reply_id,)).rowcount > 0)
 
 
 # --- operations run by the writer thread ------------------------------------------------------------

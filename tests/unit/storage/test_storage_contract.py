@@ -432,6 +432,34 @@ async def test_agents(storage: Storage) -> None:
         await storage.update_agent("a_nobody", capacity=1)
 
 
+async def test_canned_replies(storage: Storage) -> None:
+    site = await storage.create_site("shop", ())
+    other = await storage.create_site("other", ())
+    refund = await storage.create_canned_reply(site.id, "/refund", "Refunds take 3-5 days.")
+    hello = await storage.create_canned_reply(site.id, "/hi", "您好，请问有什么可以帮您？")
+    await storage.create_canned_reply(other.id, "/refund", "Other site's text")
+    with pytest.raises(Conflict):
+        await storage.create_canned_reply(site.id, "/refund", "again")
+    assert await storage.get_canned_reply(refund.id) == refund
+    assert await storage.get_canned_reply(999_999) is None
+    assert [r.shortcut for r in await storage.list_canned_replies(site.id)] == ["/hi", "/refund"]
+    assert await storage.list_canned_replies(site.id, "REFUND") == [refund]  # shortcut, any case
+    assert await storage.list_canned_replies(site.id, "days") == [refund]  # text
+    assert await storage.list_canned_replies(site.id, "帮您") == [hello]
+    assert await storage.list_canned_replies(site.id, "%") == []  # no pattern syntax
+    assert len(await storage.list_canned_replies(site.id, limit=1)) == 1
+    updated = await storage.update_canned_reply(refund.id, text="Refunds take a week.")
+    assert (updated.shortcut, updated.text) == ("/refund", "Refunds take a week.")
+    assert updated.updated_at >= refund.updated_at
+    with pytest.raises(Conflict):
+        await storage.update_canned_reply(refund.id, shortcut="/hi")
+    with pytest.raises(NotFound):
+        await storage.update_canned_reply(999_999, text="x")
+    assert await storage.delete_canned_reply(refund.id) is True
+    assert await storage.delete_canned_reply(refund.id) is False
+    assert await storage.list_canned_replies(site.id) == [hello]
+
+
 # --- lifecycle -----------------------------------------------------------------------------------
 
 async def test_reopen_keeps_data_and_epoch(backend: Backend) -> None:
