@@ -244,11 +244,14 @@ class Hub:
         return F.error_ref(frame, self._handlers)
 
     # --- access control -------------------------------------------------------------------------
-    async def _conversation(self, conv_id: int) -> ConvRuntime:
+    async def _conversation(self, conv_id: int, *, visible_to: Principal | None = None) -> ConvRuntime:
+        """The conversation's runtime, loaded from storage if needed. With `visible_to`, one that
+        principal may not see is refused before it is kept in memory (probing ids must not fill
+        `self.convs`)."""
         runtime = self.convs.get(conv_id)
         if runtime is None:
             conv = await self.storage.get_conversation(conv_id)
-            if conv is None:
+            if conv is None or (visible_to is not None and not self._can_access(visible_to, conv)):
                 raise ProtocolError("not_found", "no such conversation")
             runtime = self.convs.get(conv_id)  # another task may have loaded it meanwhile
             if runtime is None:
@@ -269,7 +272,7 @@ class Hub:
 
     async def _accessible(self, principal: Principal, conv_id: int) -> ConvRuntime:
         """The conversation if `principal` may see it; otherwise not_found (no existence oracle)."""
-        runtime = await self._conversation(conv_id)
+        runtime = await self._conversation(conv_id, visible_to=principal)
         if not self._can_access(principal, runtime.conv):
             raise ProtocolError("not_found", "no such conversation")
         return runtime
