@@ -9,6 +9,11 @@ Data (sha256-checked, see docs/sentiment.md for licences):
   buckets) and, from the sdist (downloaded once into ``--cache-dir`` with pip), the ICWSM-2014 ground
   truth: English sentences with a mean human rating in [-4, 4]; <= -0.5 is negative, >= 0.5 positive,
   otherwise neutral.
+- ``kefu.sentiment.chatgen``: generated customer-service chat lines in both languages (neutral
+  questions and requests, complaints, thanks), labelled by construction; the only Chinese neutral data.
+
+The hand-written chat lines of ``kefu.sentiment.evalset`` are only evaluated (3-class macro-F1, gated
+at 0.75 per language); any training row equal to one of them is dropped.
 
 Texts are deduplicated after normalisation (texts with conflicting labels are dropped) and split by a
 stable hash: test if ``crc32("split-v1\\x1f" + normalised) % 5 == 0``. The test split is only ever
@@ -18,8 +23,8 @@ split (``crc32("val-v1\\x1f" + normalised) % 5 == 0``).
 Model: 3-class (neg / neu / pos) multinomial logistic regression over the native featuriser's hashed
 ids, each row L2-normalised (1/sqrt(n)) and scaled per feature by the naive-Bayes log-count ratio of
 negative vs not-negative (NB-LR, Wang & Manning 2012); the ratio is folded into the exported weights,
-so the ONNX graph stays ``Gather -> masked sum -> /sqrt(n) -> +b -> Softmax``. Chinese rows are only
-neg/pos: their neutral probability is learnt from English and shared features only.
+so the ONNX graph stays ``Gather -> masked sum -> /sqrt(n) -> +b -> Softmax``. Chinese neutral rows
+are all generated.
 
 The output (``sentiment.onnx`` + ``model_card.json``) is byte-identical across runs on the same pinned
 versions; scripts/check-model.sh verifies that.
