@@ -565,6 +565,7 @@ form.pre button{height:40px}
     Object.assign(S, blank(), { epoch: S.epoch });
     save();
     if (ws) { const sock = ws; ws = null; connected = false; sock.close(); }
+    nameIn.value = S.name || '';
     setStatus('');
     loadTopics();
   });
