@@ -121,6 +121,13 @@ async def test_widget_chat_both_ways(page: Page, web_server: ServerProcess, host
     await widget.input.fill("")
     await page.screenshot(path=str(shots / "widget.png"))
 
+    # Markup from the other side is text, never markup (the console's XSS corpus is its own test).
+    payload = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><b>bold</b>'
+    await agent.say(conv, payload, "a-xss")
+    rows = await widget.wait_for(lambda r: r[-1]["text"] == payload, what="the payload as text")
+    assert await page.evaluate("""() => window.__pwned === undefined && !document.querySelector(
+        '[data-kefu-widget]').shadowRoot.querySelector('.log img, .log script, .log b')""")
+
 
 async def test_queue_position_then_assignment(page: Page, web_server: ServerProcess, host, agent_factory) -> None:
     await page.goto(host.embed_page(web_server))

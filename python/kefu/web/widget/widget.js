@@ -55,6 +55,7 @@
   let S = Object.assign({ visitorId: '', visitorSecret: '', name: '', token: '', tokenExp: 0, wsUrl: '',
                           panelOpen: false }, blank());
   try { Object.assign(S, JSON.parse(localStorage.getItem(KEY) || '{}')); } catch (e) { /* fresh start */ }
+  if (!Array.isArray(S.messages) || !Array.isArray(S.outbox)) Object.assign(S, blank());  // damaged record
   function save() {
     S.messages = S.messages.slice(-MAX_KEPT);
     try { localStorage.setItem(KEY, JSON.stringify(S)); } catch (e) { /* full or blocked: live only */ }
