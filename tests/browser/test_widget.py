@@ -236,7 +236,7 @@ class SocketCutter:
         await asyncio.sleep(0)
 
 
-async def test_dropped_socket_loses_and_duplicates_nothing(page: Page, web_server: ServerProcess, host,
+async def test_dropped_socket_and_reload_lose_and_duplicate_nothing(page: Page, web_server: ServerProcess, host,
                                                           agent_factory) -> None:
     cutter = SocketCutter()
     await page.route_web_socket(re.compile(r"/ws(\?|$)"), cutter.route)
@@ -264,6 +264,13 @@ async def test_dropped_socket_loses_and_duplicates_nothing(page: Page, web_serve
     rows = await widget.messages()
     assert [r["state"] for r in rows if r["seq"] is None] == ["Sending"] * 3
     assert await agent.texts_from_visitor(0.5) == []
+    # A reload while still offline: the unconfirmed messages come back from storage.
+    await page.reload()
+    await widget.open()
+    rows = await widget.wait_for(lambda r: len(r) == 4, what="the outbox after the reload")
+    assert [(r["text"], r["state"]) for r in rows if r["seq"] is None] == [
+        ("acked but the ack was lost", "Sending"), ("typed while offline 1", "Sending"),
+        ("typed while offline 2", "Sending")]
 
     # 3. Back online: everything arrives once, in order, on both sides.
     cutter.refuse = False
