@@ -315,7 +315,8 @@ form.pre button{height:40px}
     if (!S.started || S.state === 'closed') { queueStatus(); return; }  // nothing to keep alive
     attempts++;
     setStatus(T.offline, true);
-    // Full jitter on an exponential base: a restarted server is not hit by every visitor at once.
+    // Exponential base with "equal jitter" (half fixed, half random): a restarted server is not
+    // hit by every visitor at the same moment.
     const cap = Math.min(30000, 500 * 2 ** Math.min(attempts, 6));
     retryTimer = setTimeout(connect, cap / 2 + Math.random() * cap / 2);
   }
@@ -384,7 +385,7 @@ form.pre button{height:40px}
       pongTimer = setTimeout(drop, PONG_MS);
     }, PING_MS);
     save();
-    if (!S.conv) sendFrame(S.topic ? { t: 'open', tags: [S.topic] } : { t: 'open' });
+    if (!S.conv && S.started) sendFrame(S.topic ? { t: 'open', tags: [S.topic] } : { t: 'open' });
     else if (!listed.includes(S.conv) && S.state !== 'closed') S.state = 'closed';
     queueStatus();
     flushOutbox();
