@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 mod codec;
 mod queue;
 mod routing;
+mod shmring;
 mod textfeat;
 
 #[pymodule(gil_used = false)]
@@ -17,6 +18,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     codec::register(m)?;
     queue::register(m)?;
     routing::register(m)?;
+    shmring::register(m)?;
     textfeat::register(m)?;
     Ok(())
 }

@@ -128,6 +128,45 @@ class MpmcQueue:
     def __len__(self) -> int:
         """The number of items inside: a snapshot other threads may change at once."""
 
+# --- shared-memory ring (native/shmring) ---
+
+@final
+class ShmRing:
+    """A ring of byte records in a memfd shared between processes: many producers, one consumer.
+
+    Lock-free claim/commit per record; the consumer sleeps on a futex in the mapping. A producer that
+    dies mid-write is skipped once its process is gone (`abandoned` counts those).
+    """
+
+    @staticmethod
+    def create(cells: int, cell_size: int) -> ShmRing:
+        """A new ring of `cells` cells of `cell_size` bytes (powers of two); ValueError otherwise."""
+    @staticmethod
+    def open(fd: int) -> ShmRing:
+        """Map the ring behind an inherited fd (duplicated; the caller keeps its own). OSError if not a ring."""
+    @property
+    def fd(self) -> int:
+        """The memfd (close-on-exec): pass it to a child explicitly."""
+    @property
+    def max_record(self) -> int:
+        """Largest record, in bytes."""
+    @property
+    def cells(self) -> int: ...
+    @property
+    def cell_size(self) -> int: ...
+    @property
+    def abandoned(self) -> int:
+        """Records skipped because their producer died between claiming and committing."""
+    @property
+    def used_cells(self) -> int:
+        """Cells claimed and not yet released (a snapshot)."""
+    def push(self, record: bytes) -> bool:
+        """Write one record; False when full (nothing written). ValueError when it can never fit."""
+    def drain(self, max_records: int) -> list[bytes]:
+        """Up to `max_records` committed records, oldest first, without waiting (the consumer only)."""
+    def wait(self, timeout: float) -> None:
+        """Sleep, GIL released, until a record is committed; at most `timeout` s (capped at 1 s)."""
+
 # --- routing scorer ---
 
 ROUTING_EXCLUSION_REASONS: int

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ws-port", type=int)
     serve.add_argument("--public-ws-url", help="ws_url handed to clients when behind a proxy")
     serve.add_argument("--sqlite-sync", choices=("FULL", "NORMAL"))
+    serve.add_argument("--workers", type=int, help="gateway worker processes (default: $WORKERS or the number "
+                       "of cores; 1 = a single process)")
     serve.add_argument("--log-level", default="WARNING")
 
     site = commands.add_parser("site", help="manage sites").add_subparsers(dest="action", required=True)
@@ -63,7 +66,8 @@ def config_from(args: argparse.Namespace) -> Config:
     changes: dict[str, Any] = {"data_dir": args.data_dir, "db_url": args.db_url}
     if args.command == "serve":
         changes.update(host=args.host, http_port=args.http_port, ws_port=args.ws_port,
-                       public_ws_url=args.public_ws_url, sqlite_sync=args.sqlite_sync, dev=args.dev)
+                       public_ws_url=args.public_ws_url, sqlite_sync=args.sqlite_sync, dev=args.dev,
+                       workers=args.workers or (None if os.environ.get("WORKERS") else os.cpu_count()))
     return config.replace(**changes)
 
 

@@ -34,6 +34,11 @@ QueueFull = _native.QueueFull
 QueueEmpty = _native.QueueEmpty
 QueueClosed = _native.QueueClosed
 
+# --- shared-memory ring between processes (native/shmring) ---------------------------------------
+
+# Many producers, one consumer; workers <-> control process. Twin: kefu.reference.shmring.
+ShmRing = _native.ShmRing
+
 # --- routing scorer (native/routing) --------------------------------------------------------------
 
 score_agents = _native.score_agents

@@ -12,7 +12,8 @@ Environment variables (the names operators already know from the seed's Docker e
   KEFU_DEV             1 = dev mode (sample secrets allowed, relaxed origins for the demo site)
   KEFU_SQLITE_SYNC     FULL (default: survives power loss) or NORMAL (survives process crash)
   KEFU_SENTIMENT       0 = do not score visitors' messages (no mood-aware routing)
-  REDIS_URL, REDIS_PASS, WORKERS, TLS_CERT, TLS_KEY  read now, used by the scale-out issues
+  WORKERS              gateway worker processes for `kefu serve` (default: the number of cores)
+  REDIS_URL, REDIS_PASS, TLS_CERT, TLS_KEY  read now, used by the scale-out issues
   KEFU_RATE_PER_S, KEFU_RATE_BURST, KEFU_REPLAY_LIMIT, KEFU_MAX_PENDING_BYTES, KEFU_IDLE_TIMEOUT_S,
   KEFU_PONG_TIMEOUT_S, KEFU_ACCEPT_TIMEOUT_S, KEFU_AGENT_OFFLINE_GRACE_S   protocol limits (see below)
 """

@@ -63,13 +63,24 @@ impl StallWatch {
         taken
     }
 
-    /// Sleeps until a producer commits, at most `timeout` (shorter while a claim is stuck, so the
-    /// recovery check runs). Returns at once when a record is already there.
+    /// How long the next sleep may last: `timeout`, shortened while a claim is stuck at the head so
+    /// the recovery check in `drain` runs.
+    pub fn sleep_budget(&self, timeout: Duration) -> Duration {
+        if self.stuck_at.is_some() { timeout.min(STALL_CHECK_AFTER / 2) } else { timeout }
+    }
+
+    /// Sleeps until a producer commits, at most `sleep_budget(timeout)`. Returns at once when a
+    /// record is already there.
     pub fn wait(&self, ring: &Ring, timeout: Duration) {
-        let timeout = if self.stuck_at.is_some() { timeout.min(STALL_CHECK_AFTER / 2) } else { timeout };
-        if let Some(seen) = ring.prepare_sleep() {
-            crate::futex::wait(ring.wake_word(), seen, timeout);
-            ring.end_sleep();
-        }
+        wait_for_record(ring, self.sleep_budget(timeout));
+    }
+}
+
+/// Sleeps on the ring's futex until a producer commits, at most `timeout`; returns at once when a
+/// record is already there. Consumer only.
+pub fn wait_for_record(ring: &Ring, timeout: Duration) {
+    if let Some(seen) = ring.prepare_sleep() {
+        crate::futex::wait(ring.wake_word(), seen, timeout);
+        ring.end_sleep();
     }
 }

@@ -16,7 +16,7 @@ mod mapping;
 mod ring;
 mod sync;
 
-pub use consumer::{process_alive, StallWatch, STALL_CHECK_AFTER};
+pub use consumer::{process_alive, wait_for_record, StallWatch, STALL_CHECK_AFTER};
 #[cfg(not(loom))]
 pub use mapping::{page_size, SharedRing, MAX_CELLS, MAX_CELL_SIZE, MIN_CELL_SIZE};
 pub use ring::{Head, PushError, Ring, LEN_PREFIX, MAX_RECORD_CELLS};

@@ -96,6 +96,8 @@ class Hub:
         self.sentiment = sentiment
         self.moods = MoodTracker()
         self.mood_scorer = MoodScorer(sentiment, self._on_scored) if sentiment is not None else None
+        # Fan-out hook: the gateway's C loop in one process; one record per worker under --workers N.
+        self.send_to_all: Callable[[Iterable[Any], bytes, bytes | None], int] = compiled.send_to_all
         self.limits = compiled.GatewayLimits(
             max_message_size=config.max_message_size, max_pending_bytes=config.max_pending_bytes,
             rate_per_s=config.rate_per_s, burst=config.rate_burst)
@@ -298,7 +300,7 @@ class Hub:
             targets = tuple(members)  # a send may close a slow consumer and shrink the set
         json_payload = compiled.encode_json(frame)
         binary_payload = compiled.encode_frame(frame) if any(c.binary for c in targets) else None
-        return compiled.send_to_all(targets, json_payload, binary_payload)
+        return self.send_to_all(targets, json_payload, binary_payload)
 
     def _send_to_principal(self, principal_id: str, frame: dict[str, Any]) -> None:
         for conn in tuple(self.by_principal.get(principal_id, ())):
