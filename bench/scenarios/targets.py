@@ -383,8 +383,8 @@ class KefuTarget(Target):
         # The per-connection frame-rate limit (a policy: 50 frames/s by default) is lifted so it does not
         # cap the measurement; its check still runs on every frame. Peers have no limiter.
         env = {"KEFU_RATE_PER_S": "1000000", "KEFU_RATE_BURST": "1000000"}
-        if self.workers:
-            env["WORKERS"] = str(self.workers)
+        # `kefu serve` defaults to one worker per core; the plain `kefu` target is one process.
+        env["WORKERS"] = str(self.workers or 1)
         return argv, env
 
     def ready_marker(self) -> str:
