@@ -311,7 +311,7 @@ impl<S: DurableSink> DataPlane<S> {
                 binary,
                 &self.frame_limits,
             );
-            self.to_slot(slot, binary, frame);
+            self.queue_for_slot(slot, binary, frame);
             return Handled::Refused;
         }
         self.next_token += 1;
@@ -405,7 +405,7 @@ impl<S: DurableSink> DataPlane<S> {
                             binary,
                             &self.frame_limits,
                         );
-                        self.to_slot(flight.slot, binary, frame);
+                        self.queue_for_slot(flight.slot, binary, frame);
                     }
                     self.stats.acked += 1;
                 }
@@ -420,7 +420,7 @@ impl<S: DurableSink> DataPlane<S> {
                     };
                     if let Some(binary) = sender_slot {
                         let frame = encode::error(code, text, cmid, binary, &self.frame_limits);
-                        self.to_slot(flight.slot, binary, frame);
+                        self.queue_for_slot(flight.slot, binary, frame);
                     }
                     self.stats.failed += 1;
                     continue;
@@ -468,14 +468,12 @@ impl<S: DurableSink> DataPlane<S> {
             return;
         }
         row.pending.insert(seq, message);
-        while let Some(message) = {
+        loop {
             let row = self.convs.get_mut(&conv).expect("checked above");
-            let next = row.fanned_seq + 1;
-            row.pending.remove(&next).map(|m| {
-                row.fanned_seq = next;
-                m
-            })
-        } {
+            let Some(message) = row.pending.remove(&(row.fanned_seq + 1)) else {
+                break;
+            };
+            row.fanned_seq += 1;
             let row = &self.convs[&conv];
             let targets = row.subscribers.clone();
             let replaying = row.replaying;
@@ -516,7 +514,12 @@ impl<S: DurableSink> DataPlane<S> {
             .any(|s| self.connection(*s).is_some_and(|c| c.binary))
     }
 
-    fn to_slot(&mut self, slot: u32, binary: bool, frame: Result<Vec<u8>, kefu_codec::FrameError>) {
+    fn queue_for_slot(
+        &mut self,
+        slot: u32,
+        binary: bool,
+        frame: Result<Vec<u8>, kefu_codec::FrameError>,
+    ) {
         let Ok(bytes) = frame else { return };
         let frame = if binary {
             Encoded {
