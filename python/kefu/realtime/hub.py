@@ -63,6 +63,8 @@ DEESCALATION_SKILL = "deescalation"
 TRANSFER_ERRORS = {"unknown_agent": "not_found", "not_assigned_to_sender": "conflict"}
 # How long a seq gap in live fan-out may wait for its message before storage fills it.
 GAP_FILL_DELAY_S = 0.5
+# Conversations per connection whose last typing-on time is remembered (bounds ConnState memory).
+MAX_TYPING_ENTRIES = 256
 
 
 @dataclass(slots=True)
@@ -194,6 +196,11 @@ class Hub:
         self.metrics.inc("kefu_slow_consumers_closed_total")
         log.warning("closing slow consumer %s", conn.principal.id)
 
+    def on_frame_refused(self, conn: compiled.Connection, size: int) -> None:
+        """The gateway could not send a frame to `conn` (over the outgoing limit, or unencodable)."""
+        self.metrics.inc("kefu_frames_refused_total")
+        log.error("refused to send a frame of %d bytes to %s (-1: not encodable)", size, conn.principal.id)
+
     def on_frame(self, conn: compiled.Connection, frame: dict[str, Any]) -> None:
         kind = frame["t"]
         handler = self._handlers.get(kind)
@@ -202,7 +209,7 @@ class Hub:
             return
         state: ConnState = conn.state
         if not state.greeted and kind not in ("hello", "ping"):
-            conn.send_error("bad_frame", "send 'hello' first", kind)
+            conn.send_error("bad_frame", "send 'hello' first", kind if kind in self._handlers else None)
             return
         try:
             result = handler(conn, conn.principal, frame)
@@ -226,10 +233,8 @@ class Hub:
             conn.send_error("unavailable", "storage unavailable; nothing was stored, retry later",
                             self._ref(frame))
 
-    @staticmethod
-    def _ref(frame: dict[str, Any]) -> Any:
-        cmid = frame.get("cmid")
-        return cmid if type(cmid) is str and len(cmid) <= 64 else frame.get("t")
+    def _ref(self, frame: dict[str, Any]) -> Any:
+        return F.error_ref(frame, self._handlers)
 
     # --- access control -------------------------------------------------------------------------
     async def _conversation(self, conv_id: int) -> ConvRuntime:
@@ -385,8 +390,9 @@ class Hub:
     # --- frame handlers -------------------------------------------------------------------------
     def _on_ping(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"t": "pong"}
-        if type(frame.get("n")) is int:
-            reply["n"] = frame["n"]
+        n = F.ping_number(frame)
+        if n is not None:
+            reply["n"] = n
         conn.send_frame(reply)
 
     def _on_hello(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> Awaitable[None]:
@@ -573,6 +579,8 @@ class Hub:
         sent = conn.state.typing_sent
         if on and now - sent.get(conv_id, -1e9) < self.config.typing_interval_s:
             return None  # at most one typing-on per second per conversation is forwarded
+        if conv_id not in sent and len(sent) >= MAX_TYPING_ENTRIES:
+            del sent[next(iter(sent))]  # the oldest entry: a client cannot grow this without bound
         sent[conv_id] = now
         return self._typing(principal, conv_id, on)
 
@@ -622,12 +630,9 @@ class Hub:
     def _on_transfer(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> Awaitable[None]:
         self._staff_only(principal)
         conv_id = F.conv_id(frame)
-        to_agent, to_skill = frame.get("to_agent"), frame.get("to_skill")
+        to_agent, to_skill = F.name_field(frame, "to_agent"), F.name_field(frame, "to_skill")
         if (to_agent is None) == (to_skill is None):
             raise ProtocolError("bad_frame", "give exactly one of 'to_agent' or 'to_skill'")
-        for value in (to_agent, to_skill):
-            if value is not None and (type(value) is not str or not value or len(value) > 128):
-                raise ProtocolError("bad_frame", "'to_agent'/'to_skill' must be a non-empty string")
         return self._transfer(principal, conv_id, to_agent, to_skill)
 
     async def _transfer(self, principal: Principal, conv_id: int, to_agent: str | None, to_skill: str | None) -> None:
