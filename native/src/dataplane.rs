@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr};
 
 use kefu_codec::FrameLimits;
+use kefu_dataplane::encode::HEADROOM;
 use kefu_dataplane::plane::{Committed, Stats};
 use kefu_dataplane::sink::{AppendRecord, DurableSink, SinkError};
 use kefu_dataplane::{
@@ -27,6 +28,9 @@ const CAPSULE_NAME: &CStr = c"kefu._native.DataPlane.vtable";
 /// `handle`'s answers, as the gateway sees them.
 const HANDLED_DECLINED: c_int = 0;
 const HANDLED_TAKEN: c_int = 1;
+
+/// `(slots, json, binary | None)` as Python sees a delivery.
+type PyDelivery<'py> = (Vec<u32>, Bound<'py, PyBytes>, Option<Bound<'py, PyBytes>>);
 
 /// A record owned until Python takes the batch (the sink of the PostgreSQL/interim path).
 type QueuedRecord = (
@@ -90,15 +94,16 @@ pub struct DataPlaneVtable {
     /// Move the pending deliveries into the reading buffer; returns how many there are.
     take: unsafe extern "C" fn(*mut c_void) -> usize,
     /// Delivery `i` of the reading buffer: its slots and its two encodings (length 0: absent).
+    /// Each payload pointer has `HEADROOM` writable bytes in front of it for the WebSocket header.
     #[allow(clippy::type_complexity)]
     get: unsafe extern "C" fn(
         *mut c_void,
         usize,
         *mut *const u32,
         *mut usize,
-        *mut *const c_char,
+        *mut *mut c_char,
         *mut usize,
-        *mut *const c_char,
+        *mut *mut c_char,
         *mut usize,
     ),
     /// Free the reading buffer.
@@ -130,7 +135,9 @@ unsafe extern "C" fn vt_handle(
         return HANDLED_DECLINED; // re-entered: let Python handle it, never alias
     };
     let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        inner.plane.handle(slot, payload, binary != 0, now_wall, now_mono)
+        inner
+            .plane
+            .handle(slot, payload, binary != 0, now_wall, now_mono)
     }));
     match handled {
         Ok(Handled::Declined) | Err(_) => HANDLED_DECLINED,
@@ -153,13 +160,16 @@ unsafe extern "C" fn vt_get(
     index: usize,
     slots: *mut *const u32,
     slot_count: *mut usize,
-    json: *mut *const c_char,
+    json: *mut *mut c_char,
     json_len: *mut usize,
-    binary: *mut *const c_char,
+    binary: *mut *mut c_char,
     binary_len: *mut usize,
 ) {
-    let inner = inner(ctx).borrow();
-    let Some(delivery) = inner.reading.get(index) else {
+    let Ok(mut inner) = inner(ctx).try_borrow_mut() else {
+        *slot_count = 0;
+        return;
+    };
+    let Some(delivery) = inner.reading.get_mut(index) else {
         *slot_count = 0;
         *json_len = 0;
         *binary_len = 0;
@@ -168,11 +178,27 @@ unsafe extern "C" fn vt_get(
     // The buffers live in `reading` until `clear`; the gateway copies them into the transports first.
     *slots = delivery.slots.as_ptr();
     *slot_count = delivery.slots.len();
-    *json = delivery.frame.json.as_ptr().cast();
-    *json_len = delivery.frame.json.len();
-    let bin = delivery.frame.binary.as_deref().unwrap_or(&[]);
-    *binary = bin.as_ptr().cast();
-    *binary_len = bin.len();
+    let (ptr, len) = after_headroom(delivery.frame.json.as_mut_slice());
+    *json = ptr;
+    *json_len = len;
+    let (ptr, len) = delivery
+        .frame
+        .binary
+        .as_mut()
+        .map_or((std::ptr::null_mut(), 0), |b| after_headroom(b));
+    *binary = ptr;
+    *binary_len = len;
+}
+
+/// The payload of an encoded frame (after its headroom) as a writable pointer and length.
+fn after_headroom(frame: &mut [u8]) -> (*mut c_char, usize) {
+    if frame.len() <= HEADROOM {
+        return (std::ptr::null_mut(), 0);
+    }
+    (
+        frame[HEADROOM..].as_mut_ptr().cast(),
+        frame.len() - HEADROOM,
+    )
 }
 
 unsafe extern "C" fn vt_clear(ctx: *mut c_void) {
@@ -208,7 +234,11 @@ fn kind(name: &str) -> PyResult<Kind> {
 
 impl DataPlane {
     fn apply(&self, update: TableUpdate) -> PyResult<()> {
-        self.inner.try_borrow_mut().map_err(borrow_error)?.plane.apply(update);
+        self.inner
+            .try_borrow_mut()
+            .map_err(borrow_error)?
+            .plane
+            .apply(update);
         Ok(())
     }
 }
@@ -233,7 +263,13 @@ impl DataPlane {
             max_text_bytes,
             max_cmid_len,
         };
-        let plane = Plane::new(sink, limits, FrameLimits::default(), typing_interval_s, score_visitors);
+        let plane = Plane::new(
+            sink,
+            limits,
+            FrameLimits::default(),
+            typing_interval_s,
+            score_visitors,
+        );
         DataPlane {
             inner: Box::new(RefCell::new(Inner {
                 plane,
@@ -246,7 +282,9 @@ impl DataPlane {
     /// must keep this DataPlane alive as long as it uses the capsule.
     fn capsule<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
         let vtable = DataPlaneVtable {
-            ctx: std::ptr::from_ref::<RefCell<Inner>>(&self.inner).cast_mut().cast(),
+            ctx: std::ptr::from_ref::<RefCell<Inner>>(&self.inner)
+                .cast_mut()
+                .cast(),
             handle: vt_handle,
             take: vt_take,
             get: vt_get,
@@ -259,9 +297,24 @@ impl DataPlane {
     // --- tables (seam 2) ------------------------------------------------------------------------
 
     #[pyo3(signature = (slot, principal_id, role_name, name, binary))]
-    fn connection(&self, slot: u32, principal_id: String, role_name: &str, name: Option<String>, binary: bool) -> PyResult<()> {
-        let principal = PrincipalRow { id: principal_id, role: role(role_name)?, name };
-        self.apply(TableUpdate::Connection { slot, principal, binary })
+    fn connection(
+        &self,
+        slot: u32,
+        principal_id: String,
+        role_name: &str,
+        name: Option<String>,
+        binary: bool,
+    ) -> PyResult<()> {
+        let principal = PrincipalRow {
+            id: principal_id,
+            role: role(role_name)?,
+            name,
+        };
+        self.apply(TableUpdate::Connection {
+            slot,
+            principal,
+            binary,
+        })
     }
 
     fn connection_gone(&self, slot: u32) -> PyResult<()> {
@@ -269,10 +322,21 @@ impl DataPlane {
     }
 
     #[pyo3(signature = (conv, state, agent, last_seq))]
-    fn conversation(&self, conv: u64, state: &str, agent: Option<String>, last_seq: u64) -> PyResult<()> {
+    fn conversation(
+        &self,
+        conv: u64,
+        state: &str,
+        agent: Option<String>,
+        last_seq: u64,
+    ) -> PyResult<()> {
         let state = ConvState::from_name(state)
             .ok_or_else(|| PyValueError::new_err(format!("unknown state {state:?}")))?;
-        self.apply(TableUpdate::Conversation { conv, state, agent, last_seq })
+        self.apply(TableUpdate::Conversation {
+            conv,
+            state,
+            agent,
+            last_seq,
+        })
     }
 
     fn conversation_gone(&self, conv: u64) -> PyResult<()> {
@@ -293,7 +357,12 @@ impl DataPlane {
 
     /// The highest seq fanned out live, or None when the plane has no row for `conv`.
     fn fanned_seq(&self, conv: u64) -> PyResult<Option<u64>> {
-        Ok(self.inner.try_borrow().map_err(borrow_error)?.plane.fanned_seq(conv))
+        Ok(self
+            .inner
+            .try_borrow()
+            .map_err(borrow_error)?
+            .plane
+            .fanned_seq(conv))
     }
 
     /// `(conv, fanned_seq, first_waiting_seq)` for conversations held behind a gap.
@@ -304,21 +373,31 @@ impl DataPlane {
     // --- frames (tests and the twin use this; the gateway uses the capsule) ---------------------
 
     /// Run one frame: True when the data plane took it, False when Python must handle it.
-    fn handle(&self, slot: u32, payload: &[u8], binary: bool, now_wall: f64, now_mono: f64) -> PyResult<bool> {
+    fn handle(
+        &self,
+        slot: u32,
+        payload: &[u8],
+        binary: bool,
+        now_wall: f64,
+        now_mono: f64,
+    ) -> PyResult<bool> {
         let mut inner = self.inner.try_borrow_mut().map_err(borrow_error)?;
-        Ok(inner.plane.handle(slot, payload, binary, now_wall, now_mono) != Handled::Declined)
+        Ok(inner
+            .plane
+            .handle(slot, payload, binary, now_wall, now_mono)
+            != Handled::Declined)
     }
 
     /// Pending deliveries as `[(slots, json, binary | None)]` (tests; the gateway reads them in C).
-    fn take_deliveries<'py>(&self, py: Python<'py>) -> PyResult<Vec<(Vec<u32>, Bound<'py, PyBytes>, Option<Bound<'py, PyBytes>>)>> {
+    fn take_deliveries<'py>(&self, py: Python<'py>) -> PyResult<Vec<PyDelivery<'py>>> {
         let mut inner = self.inner.try_borrow_mut().map_err(borrow_error)?;
         Ok(inner
             .plane
             .take_deliveries()
             .into_iter()
             .map(|d| {
-                let binary = d.frame.binary.map(|b| PyBytes::new(py, &b));
-                (d.slots, PyBytes::new(py, &d.frame.json), binary)
+                let binary = d.frame.binary_payload().map(|b| PyBytes::new(py, b));
+                (d.slots, PyBytes::new(py, d.frame.json_payload()), binary)
             })
             .collect())
     }
@@ -344,12 +423,24 @@ impl DataPlane {
                     "duplicate" => Status::Duplicate,
                     "not_found" => Status::NotFound,
                     "failed" => Status::Failed,
-                    other => return Err(PyValueError::new_err(format!("unknown status {other:?}"))),
+                    other => {
+                        return Err(PyValueError::new_err(format!("unknown status {other:?}")))
+                    }
                 };
-                Ok(Outcome { token, conv, seq, ts, status })
+                Ok(Outcome {
+                    token,
+                    conv,
+                    seq,
+                    ts,
+                    status,
+                })
             })
             .collect::<PyResult<Vec<_>>>()?;
-        self.inner.try_borrow_mut().map_err(borrow_error)?.plane.on_outcomes(&outcomes);
+        self.inner
+            .try_borrow_mut()
+            .map_err(borrow_error)?
+            .plane
+            .on_outcomes(&outcomes);
         Ok(())
     }
 
@@ -373,18 +464,29 @@ impl DataPlane {
             conv,
             seq,
             ts,
-            sender: PrincipalRow { id: sender_id, role: role(sender_role)?, name: sender_name },
+            sender: PrincipalRow {
+                id: sender_id,
+                role: role(sender_role)?,
+                name: sender_name,
+            },
             cmid,
             kind: kind(kind_name)?,
             text,
             meta_json,
         };
-        self.inner.try_borrow_mut().map_err(borrow_error)?.plane.deliver(committed);
+        self.inner
+            .try_borrow_mut()
+            .map_err(borrow_error)?
+            .plane
+            .deliver(committed);
         Ok(())
     }
 
     /// Live JSON frames of conversations with a connection replaying: `[(conv, json)]`.
-    fn take_replay_frames<'py>(&self, py: Python<'py>) -> PyResult<Vec<(u64, Bound<'py, PyBytes>)>> {
+    fn take_replay_frames<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Vec<(u64, Bound<'py, PyBytes>)>> {
         let mut inner = self.inner.try_borrow_mut().map_err(borrow_error)?;
         Ok(inner
             .plane
@@ -396,7 +498,12 @@ impl DataPlane {
 
     /// Visitors' new messages `[(conv, text)]` for mood scoring.
     fn take_scored(&self) -> PyResult<Vec<(u64, String)>> {
-        Ok(self.inner.try_borrow_mut().map_err(borrow_error)?.plane.take_scored())
+        Ok(self
+            .inner
+            .try_borrow_mut()
+            .map_err(borrow_error)?
+            .plane
+            .take_scored())
     }
 
     /// Refuse new records from now on (shutdown): sends get `unavailable`.
@@ -409,7 +516,15 @@ impl DataPlane {
     /// Counters: submitted, acked, deduplicated, failed, declined, delivered, relayed, in_flight.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let inner = self.inner.try_borrow().map_err(borrow_error)?;
-        let Stats { submitted, acked, deduplicated, failed, declined, delivered, relayed } = inner.plane.stats;
+        let Stats {
+            submitted,
+            acked,
+            deduplicated,
+            failed,
+            declined,
+            delivered,
+            relayed,
+        } = inner.plane.stats;
         let dict = PyDict::new(py);
         for (key, value) in [
             ("submitted", submitted),
@@ -430,5 +545,6 @@ impl DataPlane {
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<DataPlane>()?;
     m.add("DATAPLANE_CAPSULE", CAPSULE_NAME.to_str().expect("ASCII"))?;
+    m.add("DATAPLANE_HEADROOM", HEADROOM)?;
     Ok(())
 }

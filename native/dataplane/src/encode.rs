@@ -10,11 +10,37 @@ use serde_json::{Map, Value};
 
 use crate::tables::PrincipalRow;
 
-/// A frame in both encodings; `binary` is `None` when no target speaks `kefu.bin.v1`.
+/// Spare bytes in front of every encoded frame: picows writes the WebSocket header there
+/// (`send_reuse_external_*`), so a frame goes to every subscriber without another copy.
+pub const HEADROOM: usize = 14;
+
+/// A frame in both encodings, each after [`HEADROOM`] spare bytes; `binary` is `None` when no
+/// target speaks `kefu.bin.v1`, `json` is empty when no target speaks JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encoded {
     pub json: Vec<u8>,
     pub binary: Option<Vec<u8>>,
+}
+
+impl Encoded {
+    /// The JSON frame without its headroom (empty when absent).
+    pub fn json_payload(&self) -> &[u8] {
+        self.json.get(HEADROOM..).unwrap_or(&[])
+    }
+
+    /// The binary frame without its headroom.
+    pub fn binary_payload(&self) -> Option<&[u8]> {
+        self.binary.as_deref().map(|b| &b[HEADROOM..])
+    }
+}
+
+/// `frame` after [`HEADROOM`] spare bytes (the codec writes from offset 0: one copy per frame,
+/// not per subscriber).
+pub fn with_headroom(frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADROOM + frame.len());
+    out.resize(HEADROOM, 0);
+    out.extend_from_slice(frame);
+    out
 }
 
 /// A stored message, everything a `msg` frame says.
@@ -35,7 +61,8 @@ struct Json(Vec<u8>);
 
 impl Json {
     fn start(frame_type: &str) -> Json {
-        let mut out = Vec::with_capacity(128);
+        let mut out = Vec::with_capacity(HEADROOM + 128);
+        out.resize(HEADROOM, 0);
         out.extend_from_slice(b"{\"t\":\"");
         out.extend_from_slice(frame_type.as_bytes());
         out.push(b'"');
@@ -174,7 +201,7 @@ pub fn msg(
             encoder.str("meta")?;
             write_value(&mut encoder, &Value::Object(meta.clone()), 2)?;
         }
-        Some(encoder.finish())
+        Some(with_headroom(&encoder.finish()))
     } else {
         None
     };
@@ -199,7 +226,7 @@ pub fn ack(
         encoder.str(cmid)?;
         encoder.str("ts")?;
         encoder.f64(ts)?;
-        return Ok(encoder.finish());
+        return Ok(with_headroom(&encoder.finish()));
     }
     let mut json = Json::start("ack");
     json.key("cmid")
@@ -227,7 +254,7 @@ pub fn error(
             encoder.str(key)?;
             encoder.str(value)?;
         }
-        return Ok(encoder.finish());
+        return Ok(with_headroom(&encoder.finish()));
     }
     let mut json = Json::start("error");
     json.key("code")
@@ -259,7 +286,7 @@ pub fn typing(
         encoder.str("on")?;
         encoder.bool(on)?;
         write_from(&mut encoder, sender)?;
-        Some(encoder.finish())
+        Some(with_headroom(&encoder.finish()))
     } else {
         None
     };
@@ -300,11 +327,11 @@ mod tests {
         };
         let encoded = msg(&message, true, &FrameLimits::default()).unwrap();
         assert_eq!(
-            String::from_utf8(encoded.json).unwrap(),
+            String::from_utf8(encoded.json_payload().to_vec()).unwrap(),
             r#"{"t":"msg","conv":3,"seq":9,"cmid":"c\n1","from":{"id":"v_1","role":"visitor","name":"Ann \"A\""},"text":"你好\u0001","kind":"text","ts":1764400000.0,"meta":{"b":1,"a":[true,null,2.5]}}"#
         );
         let frame =
-            kefu_codec::value::decode(encoded.binary.as_deref().unwrap(), &FrameLimits::default())
+            kefu_codec::value::decode(encoded.binary_payload().unwrap(), &FrameLimits::default())
                 .unwrap();
         assert_eq!(
             (frame.frame_type, frame.conv, frame.seq),
@@ -318,11 +345,11 @@ mod tests {
     fn ack_in_both_formats() {
         let json = ack("c1", 3, 4, 1.5, false, &FrameLimits::default()).unwrap();
         assert_eq!(
-            json,
+            &json[HEADROOM..],
             br#"{"t":"ack","cmid":"c1","conv":3,"seq":4,"ts":1.5}"#
         );
         let bin = ack("c1", 3, 4, 1.5, true, &FrameLimits::default()).unwrap();
-        let frame = kefu_codec::value::decode(&bin, &FrameLimits::default()).unwrap();
+        let frame = kefu_codec::value::decode(&bin[HEADROOM..], &FrameLimits::default()).unwrap();
         assert_eq!(
             frame.fields,
             vec![

@@ -30,6 +30,8 @@ pub const MAX_CONV_ID: u64 = (1 << 53) - 1;
 pub const MAX_META_DEPTH: usize = 4;
 /// Keys per `meta` object and items per `meta` list.
 pub const MAX_META_KEYS: usize = 32;
+/// `meta` as compact JSON, in bytes (`frames.MAX_META_BYTES`).
+pub const MAX_META_BYTES: usize = 4096;
 /// Integer literals longer than this many digits may not fit 64 bits: declined (see module doc).
 const MAX_EXACT_DIGITS: usize = 18;
 
@@ -85,8 +87,8 @@ pub struct SendFrame<'a> {
     pub cmid: Cow<'a, str>,
     pub text: Cow<'a, str>,
     pub kind: Kind,
-    /// Compact JSON of a non-empty `meta` object (what storage keeps and `msg` relays).
-    pub meta: Option<Map<String, Value>>,
+    /// A non-empty `meta` object and its compact JSON (what storage keeps and `msg` relays).
+    pub meta: Option<(Map<String, Value>, String)>,
 }
 
 /// What the data plane makes of one client frame.
@@ -290,7 +292,19 @@ fn check_send<'a>(fields: Fields<'a>, conv: u64, limits: &Limits) -> Option<Send
             if !meta_ok_object(&map, 1) || has_nul(&map) {
                 return None;
             }
-            (!map.is_empty()).then_some(map)
+            if map.is_empty() {
+                None
+            } else {
+                let json = serde_json::to_string(&map).ok()?;
+                // `\u0000` written out by the client: check_storable_message refuses it too.
+                // Python's float repr may be 2 bytes longer than ryu's ("1e+16", "1e-05"): count
+                // that, so the native side never admits a meta Python finds too large.
+                if json.contains("\\u0000") || json.len() + 2 * count_floats(&map) > MAX_META_BYTES
+                {
+                    return None;
+                }
+                Some((map, json))
+            }
         }
     };
     Some(SendFrame {
@@ -320,6 +334,18 @@ fn meta_ok(value: &Value, depth: usize) -> bool {
         }
         _ => true, // serde_json numbers are finite; null, bool, str are JSON values
     }
+}
+
+fn count_floats(map: &Map<String, Value>) -> usize {
+    fn count(value: &Value) -> usize {
+        match value {
+            Value::Number(n) => usize::from(n.is_f64()),
+            Value::Array(items) => items.iter().map(count).sum(),
+            Value::Object(map) => count_floats(map),
+            _ => 0,
+        }
+    }
+    map.values().map(count).sum()
 }
 
 /// `check_storable_message`: no U+0000 in any key or string of `meta`.
@@ -557,6 +583,7 @@ mod tests {
             r#"{"t":"send","conv":1,"cmid":"a","text":"x","meta":{"a":{"b":{"c":{"d":1}}}}}"#,
             r#"{"t":"send","conv":1,"cmid":"a","text":"x","meta":{"n":123456789012345678901}}"#,
             r#"{"t":"send","conv":1,"cmid":"a","text":"x","meta":{"k":"\u0000"}}"#,
+            r#"{"t":"send","conv":1,"cmid":"a","text":"x","meta":{"k":"\\u0000"}}"#,
             r#"{"t":"send","conv":1,"cmid":"a","text":"x","extra":NaN}"#,
             r#"{"t":"typing","conv":1,"on":1}"#,
             r#"{"t":"read","conv":1,"seq":-1}"#,
@@ -592,8 +619,27 @@ mod tests {
         let ClientFrame::Send(send) = json(ok) else {
             panic!("declined")
         };
-        let keys: Vec<_> = send.meta.unwrap().keys().cloned().collect();
+        let (meta, json) = send.meta.unwrap();
+        assert_eq!(json, r#"{"a":{"b":{"c":1}},"z":[1,2.5,null]}"#);
+        let keys: Vec<_> = meta.keys().cloned().collect();
         assert_eq!(keys, ["a", "z"]);
+    }
+
+    #[test]
+    fn meta_size_is_bounded_like_python() {
+        let fits = format!(
+            r#"{{"t":"send","conv":1,"cmid":"a","text":"x","meta":{{"k":"{}"}}}}"#,
+            "y".repeat(4088)
+        );
+        assert!(
+            matches!(json(&fits), ClientFrame::Send(_)),
+            "4096 bytes as JSON"
+        );
+        let over = format!(
+            r#"{{"t":"send","conv":1,"cmid":"a","text":"x","meta":{{"k":"{}"}}}}"#,
+            "y".repeat(4089)
+        );
+        assert_eq!(json(&over), ClientFrame::Decline);
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::parse::{self, ClientFrame, Kind, Limits, SendFrame};
 use crate::sink::{AppendRecord, DurableSink, Outcome, Status};
 use crate::tables::{ConnRow, ConvRow, ConvState, PrincipalRow, Role, TableUpdate};
 
+/// Conversations per connection whose last typing-on time is remembered (hub.MAX_TYPING_ENTRIES).
+const MAX_TYPING_ENTRIES: usize = 256;
+
 /// What became of one client frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
@@ -277,16 +280,7 @@ impl<S: DurableSink> DataPlane<S> {
         let Some((conn, _)) = self.writer(slot, send.conv) else {
             return Handled::Declined;
         };
-        let meta = match send.meta {
-            Some(map) => {
-                let json = serde_json::to_string(&map).expect("a parsed JSON map serialises");
-                if json.contains("\\u0000") {
-                    return Handled::Declined; // check_storable_message refuses it; Python says so
-                }
-                Some((map, json))
-            }
-            None => None,
-        };
+        let meta = send.meta;
         let token = self.next_token;
         let principal = Rc::clone(&conn.principal);
         let generation = conn.generation;
@@ -353,6 +347,15 @@ impl<S: DurableSink> DataPlane<S> {
         if on && now_mono - last < interval {
             return Handled::Dropped;
         }
+        if conn.typing_sent.len() >= MAX_TYPING_ENTRIES && !conn.typing_sent.contains_key(&conv) {
+            // The hub's bound: forget the oldest entry, so a client cannot grow this map.
+            let oldest = conn
+                .typing_sent
+                .iter()
+                .min_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(c, _)| *c);
+            oldest.map(|c| conn.typing_sent.remove(&c));
+        }
         conn.typing_sent.insert(conv, now_mono);
         let sender = Rc::clone(&conn.principal);
         let targets: Vec<u32> = row
@@ -368,7 +371,8 @@ impl<S: DurableSink> DataPlane<S> {
         let any_binary = self.any_binary(&targets);
         if let Ok(frame) = encode::typing(conv, on, &sender, any_binary, &self.frame_limits) {
             if replaying {
-                self.replay_frames.push((conv, frame.json.clone()));
+                self.replay_frames
+                    .push((conv, frame.json_payload().to_vec()));
             }
             if !targets.is_empty() {
                 self.deliveries.push(Delivery {
@@ -496,7 +500,8 @@ impl<S: DurableSink> DataPlane<S> {
                 continue;
             };
             if replaying {
-                self.replay_frames.push((conv, frame.json.clone()));
+                self.replay_frames
+                    .push((conv, frame.json_payload().to_vec()));
             }
             self.stats.delivered += targets.len() as u64;
             if !targets.is_empty() {

@@ -59,7 +59,7 @@ fn send(cmid: &str) -> Vec<u8> {
 }
 
 fn json_of(delivery: &Delivery) -> serde_json::Value {
-    serde_json::from_slice(&delivery.frame.json).unwrap()
+    serde_json::from_slice(delivery.frame.json_payload()).unwrap()
 }
 
 #[test]
@@ -332,7 +332,7 @@ fn binary_send_is_parsed_and_acked_in_binary() {
     plane.on_outcomes(&outcomes);
     let out = plane.take_deliveries();
     let ack = kefu_codec::value::decode(
-        out[0].frame.binary.as_deref().unwrap(),
+        out[0].frame.binary_payload().unwrap(),
         &FrameLimits::default(),
     )
     .unwrap();
