@@ -413,7 +413,7 @@ impl DataPlane {
     }
 
     /// Outcomes of a batch: `[(token, conv, seq, ts, status)]`, status one of "created",
-    /// "duplicate", "not_found", "failed".
+    /// "duplicate", "not_found", "conflict", "failed".
     fn on_outcomes(&self, outcomes: Vec<(u64, u64, u64, f64, String)>) -> PyResult<()> {
         let outcomes = outcomes
             .into_iter()
@@ -422,6 +422,7 @@ impl DataPlane {
                     "created" => Status::Created,
                     "duplicate" => Status::Duplicate,
                     "not_found" => Status::NotFound,
+                    "conflict" => Status::Conflict,
                     "failed" => Status::Failed,
                     other => {
                         return Err(PyValueError::new_err(format!("unknown status {other:?}")))

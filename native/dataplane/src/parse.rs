@@ -9,8 +9,8 @@
 //!
 //! - JSON that serde_json refuses but Python's `json.loads` takes (`NaN`, a UTF-16 body, a leading
 //!   BOM) or the reverse: declined either way, Python decides;
-//! - an integer literal in `meta` too long for 64 bits (Python keeps it exact, serde_json would
-//!   round it to a float): declined;
+//! - an integer literal in `meta` outside [-2^63, 2^64) (Python refuses it, serde_json would round
+//!   it to a float): declined;
 //! - U+0000 in `cmid`, `text` or `meta` (no database stores it; `check_storable_message`): declined.
 //!
 //! Duplicate keys follow `json.loads`: the last one wins (and keeps the first one's position in
@@ -32,8 +32,6 @@ pub const MAX_META_DEPTH: usize = 4;
 pub const MAX_META_KEYS: usize = 32;
 /// `meta` as compact JSON, in bytes (`frames.MAX_META_BYTES`).
 pub const MAX_META_BYTES: usize = 4096;
-/// Integer literals longer than this many digits may not fit 64 bits: declined (see module doc).
-const MAX_EXACT_DIGITS: usize = 18;
 
 /// The per-server limits of `send` (Config.max_text_bytes, Config.max_cmid_len).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -500,8 +498,9 @@ impl<'de> DeserializeSeed<'de> for MetaSeed {
     }
 }
 
-/// True when the JSON text holds an integer literal (outside strings) with more digits than any
-/// 64-bit integer is sure to hold.
+/// True when the JSON text holds an integer literal (outside strings) that 64 bits cannot carry:
+/// beyond msgpack's [-2^63, 2^64) (`frames.WIRE_INT_MIN/MAX`, which Python refuses) serde_json
+/// would round it to a float.
 fn has_long_integer(json: &str) -> bool {
     let bytes = json.as_bytes();
     let mut i = 0;
@@ -521,10 +520,9 @@ fn has_long_integer(json: &str) -> bool {
                 {
                     i += 1;
                 }
-                let token = &bytes[start..i];
-                let is_integer = !token.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
-                let digits = token.iter().filter(|b| b.is_ascii_digit()).count();
-                if is_integer && digits > MAX_EXACT_DIGITS {
+                let token = &json[start..i];
+                let is_integer = !token.contains(['.', 'e', 'E']);
+                if is_integer && !fits_wire_int(token) {
                     return true;
                 }
             }
@@ -532,6 +530,12 @@ fn has_long_integer(json: &str) -> bool {
         }
     }
     false
+}
+
+fn fits_wire_int(token: &str) -> bool {
+    token
+        .parse::<i128>()
+        .is_ok_and(|n| (i128::from(i64::MIN)..=i128::from(u64::MAX)).contains(&n))
 }
 
 #[cfg(test)]

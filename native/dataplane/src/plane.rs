@@ -413,14 +413,15 @@ impl<S: DurableSink> DataPlane<S> {
                     }
                     self.stats.acked += 1;
                 }
-                Status::NotFound | Status::Failed => {
-                    let (code, text) = if outcome.status == Status::NotFound {
-                        ("not_found", "no such conversation")
-                    } else {
-                        (
+                Status::NotFound | Status::Conflict | Status::Failed => {
+                    // The hub's words for the same failures (`_on_committed`, `_check_sendable`).
+                    let (code, text) = match outcome.status {
+                        Status::NotFound => ("not_found", "no such conversation"),
+                        Status::Conflict => ("conflict", "the conversation is closed"),
+                        _ => (
                             "unavailable",
                             "storage unavailable; nothing was stored, retry later",
-                        )
+                        ),
                     };
                     if let Some(binary) = sender_slot {
                         let frame = encode::error(code, text, cmid, binary, &self.frame_limits);

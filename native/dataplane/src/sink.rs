@@ -46,6 +46,8 @@ pub enum Status {
     Duplicate,
     /// The conversation does not exist.
     NotFound,
+    /// The conversation was closed before this (new) cmid was stored.
+    Conflict,
     /// Storage failed; nothing was stored.
     Failed,
 }
