@@ -7,6 +7,7 @@
 use pyo3::prelude::*;
 
 mod codec;
+mod dataplane;
 mod queue;
 mod routing;
 mod shmring;
@@ -16,6 +17,7 @@ mod textfeat;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     codec::register(m)?;
+    dataplane::register(m)?;
     queue::register(m)?;
     routing::register(m)?;
     shmring::register(m)?;

@@ -8,12 +8,14 @@ A missing build raises ImportError here: Kefu never falls back to the slow twin 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from json import dumps as _json_dumps
-from json import loads as _json_loads
+from typing import Any
 
 from kefu_engine import gateway as _gateway
 
 from kefu import _native
+from kefu.realtime.frames import decode_json_text as _decode_json_text
 
 NATIVE_VERSION: str = _native.__version__
 
@@ -51,11 +53,25 @@ Featurizer = _native.Featurizer
 featurize = _native.featurize
 featurize_batch = _native.featurize_batch
 
+# --- data plane (native/dataplane) ----------------------------------------------------------------
+
+# send/typing from the socket to the sink and back to the sockets, without Python per frame.
+# Twin: the hub's own send/typing handlers (KEFU_DATAPLANE=python); tests compare both.
+DataPlane = _native.DataPlane
+DATAPLANE_CAPSULE: str = _native.DATAPLANE_CAPSULE
+
 # --- WebSocket gateway (engine/) ------------------------------------------------------------------
 
 Connection = _gateway.Connection
 GatewayLimits = _gateway.Limits
 send_to_all = _gateway.send_to_all
+detach_dataplane = _gateway.detach_dataplane
+write_deliveries = _gateway.write_deliveries
+
+
+def attach_dataplane(plane: DataPlane, flush: Callable[[], None], call_soon: Callable[..., Any]) -> None:
+    """Hand `plane`'s C vtable to the gateway: from now on it sees every frame first."""
+    _gateway.attach_dataplane(plane, plane.capsule(), DATAPLANE_CAPSULE.encode(), flush, call_soon)
 CLOSE_SLOW_CONSUMER: int = _gateway.CLOSE_SLOW_CONSUMER
 CLOSE_RATE_LIMITED: int = _gateway.CLOSE_RATE_LIMITED
 CLOSE_IDLE: int = _gateway.CLOSE_IDLE
@@ -68,4 +84,4 @@ def encode_json(frame: dict) -> bytes:
 
 
 # The gateway decodes binary frames with the native codec; wiring happens here, at import, once.
-_gateway.configure(decode_frame, encode_frame, _json_loads, encode_json, FrameError)
+_gateway.configure(decode_frame, encode_frame, _decode_json_text, encode_json, FrameError)

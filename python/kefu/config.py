@@ -13,6 +13,7 @@ Environment variables (the names operators already know from the seed's Docker e
   KEFU_SQLITE_SYNC     FULL (default: survives power loss) or NORMAL (survives process crash)
   KEFU_SENTIMENT       0 = do not score visitors' messages (no mood-aware routing)
   WORKERS              gateway worker processes for `kefu serve` (default: the number of cores)
+  KEFU_DATAPLANE       native (default: send/typing in Rust) or python (the reference hub path)
   REDIS_URL, REDIS_PASS, TLS_CERT, TLS_KEY  read now, used by the scale-out issues
   KEFU_RATE_PER_S, KEFU_RATE_BURST, KEFU_REPLAY_LIMIT, KEFU_MAX_PENDING_BYTES, KEFU_IDLE_TIMEOUT_S,
   KEFU_PONG_TIMEOUT_S, KEFU_ACCEPT_TIMEOUT_S, KEFU_AGENT_OFFLINE_GRACE_S   protocol limits (see below)
@@ -45,6 +46,7 @@ class Config:
     tls_cert: str | None = None
     tls_key: str | None = None
     sentiment: bool = True  # score visitors' messages with the bundled model (mood-aware routing)
+    dataplane: str = "native"  # "python": every frame through the hub (the reference path)
 
     # Tokens
     visitor_token_ttl_s: int = 2 * 3600
@@ -98,6 +100,7 @@ class Config:
             ("KEFU_IDLE_TIMEOUT_S", "idle_timeout_s", float), ("KEFU_PONG_TIMEOUT_S", "pong_timeout_s", float),
             ("KEFU_ACCEPT_TIMEOUT_S", "accept_timeout_s", float),
             ("KEFU_AGENT_OFFLINE_GRACE_S", "agent_offline_grace_s", float),
+            ("KEFU_DATAPLANE", "dataplane", str),
         ):
             if env.get(key):
                 values[name] = kind(env[key])

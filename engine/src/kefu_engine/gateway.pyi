@@ -9,25 +9,33 @@ CLOSE_SLOW_CONSUMER: int
 CLOSE_RATE_LIMITED: int
 CLOSE_IDLE: int
 CLOSE_REVOKED: int
+HEADROOM: int
 
 def configure(
     decode_binary: Callable[[bytes], dict[str, Any]],
     encode_binary: Callable[[dict[str, Any]], bytes],
-    json_loads: Callable[[bytes], Any],
+    json_loads: Callable[[str], Any],
     json_dumps: Callable[[dict[str, Any]], bytes],
     frame_error: type[Exception],
 ) -> None: ...
 
 @final
+def attach_dataplane(owner: Any, capsule: Any, capsule_name: bytes, flush: Callable[[], None],
+                     call_soon: Callable[..., Any]) -> None: ...
+def detach_dataplane() -> None: ...
+def write_deliveries() -> None: ...
+
 class Limits:
     max_message_size: int
     max_pending_bytes: int
     rate_per_s: float
     burst: float
     max_rate_violations: int
+    max_outgoing_size: int
     def __init__(
         self, max_message_size: int = 65536, max_pending_bytes: int = 1 << 20,
         rate_per_s: float = 50.0, burst: float = 100.0, max_rate_violations: int = 50,
+        max_outgoing_size: int = 262144,
     ) -> None: ...
 
 class Connection(WSListener):
@@ -44,6 +52,8 @@ class Connection(WSListener):
     ping_sent_at: float
     frames_in: int
     frames_out: int
+    frames_refused: int
+    slot: int
     @property
     def paused(self) -> bool: ...
     def __init__(self, hub: Any, principal: Any, binary: bool, limits: Limits) -> None: ...

@@ -9,15 +9,35 @@ rate limit, decodes the frame (JSON text for ``kefu.json.v1``, the native binary
 Sending goes the other way: the hub encodes a frame once per format and calls `send_to_all` (one C
 loop over the subscribers) or `Connection.send_frame`. Writes are bounded per connection: once the
 transport asks us to pause, at most ``max_pending_bytes`` more may be queued, then the slow consumer
-is closed (4001). Nothing is ever buffered without limit.
+is closed (4001). Nothing is ever buffered without limit, and no frame larger than
+``max_outgoing_size`` is written.
+
+Why frames are copied into a `bytearray` before sending: picows writes the WebSocket header into the
+``HEADROOM`` bytes *in front of* the payload it is given (send_reuse_external_*), so the payload must
+live in memory we own and may overwrite. An immutable ``bytes`` object has its length and cached hash
+there (writing into it corrupted both: a 64 KiB frame announced 9.2e18 bytes). picows' own copying
+``send`` is not used either: for payloads over 8 KiB it queues a view of its reusable header buffer,
+which a later send on the same socket overwrites while the socket is backed up. `send_to_all` copies
+each encoding once and reuses that buffer for every subscriber (the header is the same for all).
+
+The data plane (issue 11): when `attach_dataplane` has handed over the native data plane's C vtable,
+every complete frame of a greeted connection first goes to it, as a pointer and a length, with the
+connection's slot number. It takes `send` and `typing` (and answers them later, in native code), or
+declines, and then the frame takes the path above to the hub. What it wants written comes back as
+deliveries (slot list + both encodings, each after HEADROOM spare bytes it owns) that
+`_write_deliveries` hands to the transports: no Python object is made per frame on that path.
 
 This module imports no other Kefu module: the binary codec and the JSON encoder are injected with
 `configure()` by `kefu.compiled`, the one place that wires compiled modules together.
 """
 
 cimport cython
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.stdint cimport uint64_t
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 import time
@@ -35,11 +55,122 @@ CLOSE_SLOW_CONSUMER = 4001
 CLOSE_RATE_LIMITED = 4002
 CLOSE_IDLE = 4003
 CLOSE_REVOKED = 1008
+# Bytes picows needs in front of a payload (its send_reuse_external_bytearray minimum; a server-side
+# header takes at most 2 + 8).
+cdef enum:
+    _HEADROOM = 14
+HEADROOM = _HEADROOM
+
+
+# --- the native data plane (kefu._native.DataPlane's capsule; layout = its DataPlaneVtable) -------
+
+ctypedef int (*dp_handle_t)(void*, uint32_t, const char*, size_t, int, double, double) noexcept nogil
+ctypedef size_t (*dp_take_t)(void*) noexcept nogil
+ctypedef void (*dp_get_t)(void*, size_t, const uint32_t**, size_t*, char**, size_t*, char**, size_t*) noexcept nogil
+ctypedef void (*dp_clear_t)(void*) noexcept nogil
+ctypedef size_t (*dp_queued_t)(void*) noexcept nogil
+
+ctypedef struct DataPlaneVtable:
+    void* ctx
+    dp_handle_t handle
+    dp_take_t take
+    dp_get_t get
+    dp_clear_t clear
+    dp_queued_t queued
+
+cdef DataPlaneVtable* _dp = NULL
+cdef object _dp_owner = None      # keeps the DataPlane (the vtable's ctx) and its capsule alive
+cdef object _dp_flush = None      # Python: carry queued records to storage (once per batch)
+cdef object _call_soon = None
+cdef bint _dp_flush_scheduled = False
+# slot → Connection (None when free): the data plane names connections by slot.
+cdef list _slots = []
+cdef list _free_slots = []
+
+
+cdef inline double _clock(int clock_id) noexcept:
+    cdef timespec ts
+    clock_gettime(clock_id, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+def attach_dataplane(owner, capsule, bytes capsule_name, flush, call_soon):
+    """Route frames through the native data plane: `capsule` holds its vtable (named
+    `capsule_name`), `owner` is kept alive with it; `flush()` is scheduled with `call_soon` once
+    per batch of frames that queued records for a Python-side writer."""
+    global _dp, _dp_owner, _dp_flush, _call_soon, _dp_flush_scheduled
+    cdef DataPlaneVtable* vtable = <DataPlaneVtable*>PyCapsule_GetPointer(capsule, capsule_name)
+    _dp_owner = (owner, capsule, capsule_name)
+    _dp_flush = flush
+    _call_soon = call_soon
+    _dp_flush_scheduled = False
+    _dp = vtable
+
+
+def detach_dataplane():
+    """Back to the Python path for every frame (shutdown, tests)."""
+    global _dp, _dp_owner, _dp_flush, _call_soon
+    _dp = NULL
+    _dp_owner = _dp_flush = _call_soon = None
+
+
+def write_deliveries():
+    """Write what the data plane produced outside a frame (after commits were reported to it)."""
+    if _dp != NULL:
+        _write_deliveries()
+
+
+cdef int _write_deliveries() except -1:
+    cdef size_t count = _dp.take(_dp.ctx)
+    cdef size_t i, k, slot_count, json_len, binary_len
+    cdef const uint32_t* slots
+    cdef char* json_ptr
+    cdef char* binary_ptr
+    cdef uint32_t slot
+    cdef Py_ssize_t slot_limit
+    cdef object entry
+    cdef Connection conn
+    try:
+        for i in range(count):
+            _dp.get(_dp.ctx, i, &slots, &slot_count, &json_ptr, &json_len, &binary_ptr, &binary_len)
+            for k in range(slot_count):
+                slot = slots[k]
+                slot_limit = len(_slots)
+                if slot >= <size_t>slot_limit:
+                    continue
+                entry = _slots[slot]
+                if entry is None:
+                    continue
+                conn = <Connection>entry
+                if conn.binary:
+                    if binary_len:
+                        conn._send_ptr(binary_ptr, binary_len)
+                elif json_len:
+                    conn._send_ptr(json_ptr, json_len)
+    finally:
+        _dp.clear(_dp.ctx)
+    return 0
+
+
+cdef int _after_dataplane() except -1:
+    global _dp_flush_scheduled
+    _write_deliveries()
+    if not _dp_flush_scheduled and _dp.queued(_dp.ctx) > 0:
+        _dp_flush_scheduled = True
+        _call_soon(_run_flush)
+    return 0
+
+
+def _run_flush():
+    global _dp_flush_scheduled
+    _dp_flush_scheduled = False
+    if _dp_flush is not None:
+        _dp_flush()
 
 
 def configure(decode_binary, encode_binary, json_loads, json_dumps, frame_error):
     """Inject the codec: ``decode_binary(bytes) -> dict`` raising ``frame_error(code, msg)`` on bad
-    input, ``encode_binary(dict) -> bytes``, ``json_loads(bytes) -> object`` and
+    input, ``encode_binary(dict) -> bytes``, ``json_loads(str) -> object`` (given strictly decoded UTF-8) and
     ``json_dumps(dict) -> bytes``."""
     global _decode_binary, _encode_binary, _json_loads, _json_dumps, _FrameError
     _decode_binary = decode_binary
@@ -58,12 +189,16 @@ cdef class Limits:
     cdef readonly double rate_per_s
     cdef readonly double burst
     cdef readonly int max_rate_violations
+    cdef readonly Py_ssize_t max_outgoing_size
 
     def __init__(self, Py_ssize_t max_message_size=65536, Py_ssize_t max_pending_bytes=1 << 20,
-                 double rate_per_s=50.0, double burst=100.0, int max_rate_violations=50):
-        if max_message_size <= 0 or max_pending_bytes <= 0 or rate_per_s <= 0 or burst < 1:
+                 double rate_per_s=50.0, double burst=100.0, int max_rate_violations=50,
+                 Py_ssize_t max_outgoing_size=256 * 1024):
+        if (max_message_size <= 0 or max_pending_bytes <= 0 or rate_per_s <= 0 or burst < 1
+                or max_outgoing_size <= 0):
             raise ValueError("limits must be positive")
         self.max_message_size = max_message_size
+        self.max_outgoing_size = max_outgoing_size
         self.max_pending_bytes = max_pending_bytes
         self.rate_per_s = rate_per_s
         self.burst = burst
@@ -96,6 +231,9 @@ cdef class Connection(WSListener):
     cdef Py_ssize_t _pending_bytes
     cdef readonly uint64_t frames_in
     cdef readonly uint64_t frames_out
+    cdef readonly uint64_t frames_refused
+    # Index in the gateway's slot table while connected (the data plane's name for it), else -1.
+    cdef readonly int slot
 
     def __init__(self, hub, principal, bint binary, Limits limits):
         self.hub = hub
@@ -105,8 +243,9 @@ cdef class Connection(WSListener):
         self.subscriptions = set()
         self.state = None
         self._fragments = None
+        self.slot = -1
         self._tokens = limits.burst
-        self._refilled_at = _monotonic()
+        self._refilled_at = _clock(CLOCK_MONOTONIC)
         self.last_rx = self._refilled_at
 
     @property
@@ -117,12 +256,24 @@ cdef class Connection(WSListener):
 
     cpdef on_ws_connected(self, WSTransport transport):
         self.transport = transport
+        if _free_slots:
+            self.slot = _free_slots.pop()
+            _slots[self.slot] = self
+        else:
+            self.slot = len(_slots)
+            _slots.append(self)
         self.hub.on_connected(self)
 
     cpdef on_ws_disconnected(self, WSTransport transport):
         self.closed = True
         self._fragments = None
-        self.hub.on_disconnected(self)
+        try:
+            self.hub.on_disconnected(self)
+        finally:
+            if self.slot >= 0:
+                _slots[self.slot] = None
+                _free_slots.append(self.slot)
+                self.slot = -1
 
     cpdef pause_writing(self):
         self._paused = True
@@ -134,14 +285,22 @@ cdef class Connection(WSListener):
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
         cdef WSMsgType msg_type = frame.msg_type
-        self.last_rx = _monotonic()
+        self.last_rx = _clock(CLOCK_MONOTONIC)
         self.ping_outstanding = False
         if msg_type == WSMsgType.CLOSE:
             transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
             return
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            # No extension is negotiated (RFC 6455 §5.2): a reserved bit is a protocol error.
+            self.close(WSCloseCode.PROTOCOL_ERROR, b"reserved bits set without an extension")
+            return
         if msg_type == WSMsgType.PING or msg_type == WSMsgType.PONG:
             return  # picows answers pings; any frame counts as liveness
+        if msg_type != WSMsgType.CONTINUATION and self._fragments is not None:
+            # RFC 6455 §5.4: a new data message may not start inside a fragmented one.
+            self.close(WSCloseCode.PROTOCOL_ERROR, b"new message inside a fragmented one")
+            return
         if msg_type == WSMsgType.CONTINUATION:
             if self._fragments is None:
                 self.close(WSCloseCode.PROTOCOL_ERROR, b"continuation without a start")
@@ -156,9 +315,6 @@ cdef class Connection(WSListener):
             msg_type = self._fragment_type
             self._fragments = None
         elif not frame.fin:
-            if self._fragments is not None:
-                self.close(WSCloseCode.PROTOCOL_ERROR, b"new message inside a fragmented one")
-                return
             if frame.payload_size > self.limits.max_message_size:
                 self.close(WSCloseCode.MESSAGE_TOO_BIG, b"message too big")
                 return
@@ -196,6 +352,11 @@ cdef class Connection(WSListener):
                 self.send_error("rate_limited", "too many frames; slow down", None)
             return
         self._rate_violations = 0
+        if _dp != NULL and self.slot >= 0 and msg_type == (WSMsgType.BINARY if self.binary else WSMsgType.TEXT):
+            if _dp.handle(_dp.ctx, <uint32_t>self.slot, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload),
+                          self.binary, _clock(CLOCK_REALTIME), self.last_rx):
+                _after_dataplane()
+                return
         if self.binary:
             if msg_type != WSMsgType.BINARY:
                 self.send_error("bad_frame", "kefu.bin.v1 carries binary frames only", None)
@@ -210,7 +371,8 @@ cdef class Connection(WSListener):
                 self.send_error("bad_frame", "kefu.json.v1 carries text frames only", None)
                 return
             try:
-                frame = _json_loads(payload)
+                # Decoded here, strictly: json.loads(bytes) would also accept UTF-16 and UTF-32.
+                frame = _json_loads(payload.decode("utf-8"))
             except (ValueError, RecursionError):
                 self.send_error("bad_frame", "not valid UTF-8 JSON", None)
                 return
@@ -224,11 +386,24 @@ cdef class Connection(WSListener):
 
     # --- sending --------------------------------------------------------------------------------
 
-    cdef inline bint _send_bytes(self, bytes payload):
-        """Queue one encoded frame; close the connection instead of buffering past the bound."""
-        if self.closed or self.transport is None or payload is None:
+    cdef inline bint _send_framed(self, bytearray framed):
+        """Queue one encoded frame held after `HEADROOM` spare bytes; close the connection instead
+        of buffering past the bound."""
+        if framed is None:
             return False
-        cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
+        return self._send_ptr(PyByteArray_AS_STRING(framed) + _HEADROOM, PyByteArray_GET_SIZE(framed) - _HEADROOM)
+
+    cdef bint _send_ptr(self, char* payload, Py_ssize_t size):
+        """Queue `size` bytes at `payload`, which has `HEADROOM` writable bytes in front of it."""
+        if self.closed or self.transport is None:
+            return False
+        if size > self.limits.max_outgoing_size:
+            # Inputs are capped so that this cannot happen; if it does, say so rather than leave
+            # a silent gap in the client's stream.
+            self.frames_refused += 1
+            self.hub.on_frame_refused(self, size)
+            self.close(WSCloseCode.MESSAGE_TOO_BIG, b"a frame for you exceeded the server's limit")
+            return False
         if self._paused:
             self._pending_bytes += size
             if self._pending_bytes > self.limits.max_pending_bytes:
@@ -236,20 +411,23 @@ cdef class Connection(WSListener):
                 self.close(CLOSE_SLOW_CONSUMER, b"slow consumer", graceful=False)
                 return False
         self.transport.send_reuse_external_buffer(
-            WSMsgType.BINARY if self.binary else WSMsgType.TEXT,
-            PyBytes_AS_STRING(payload), size)
+            WSMsgType.BINARY if self.binary else WSMsgType.TEXT, payload, size)
         self.frames_out += 1
         return True
 
     def send_encoded(self, bytes json_payload, bytes binary_payload):
         """Send a frame already encoded in both formats; picks the one this connection speaks."""
-        return self._send_bytes(binary_payload if self.binary else json_payload)
+        return self._send_framed(_with_headroom(binary_payload if self.binary else json_payload))
 
     def send_frame(self, dict frame):
-        """Encode `frame` in this connection's format and send it."""
-        if self.binary:
-            return self._send_bytes(_encode_binary(frame))
-        return self._send_bytes(_json_dumps(frame))
+        """Encode `frame` in this connection's format and send it. A frame that cannot be encoded
+        (a bug upstream: inputs are validated at the door) becomes an `error` frame, not a 1011."""
+        try:
+            payload = _encode_binary(frame) if self.binary else _json_dumps(frame)
+        except Exception:
+            self.hub.on_frame_refused(self, -1)
+            payload = _encode_binary(_UNENCODABLE) if self.binary else _json_dumps(_UNENCODABLE)
+        return self._send_framed(_with_headroom(payload))
 
     def send_error(self, str code, str message, ref):
         frame = {"t": "error", "code": code, "msg": message}
@@ -274,12 +452,36 @@ cdef class Connection(WSListener):
         self.transport.disconnect(graceful)
 
 
+_UNENCODABLE = {"t": "error", "code": "internal", "msg": "a frame for you could not be encoded"}
+
+
+cdef bytearray _with_headroom(bytes payload):
+    """`payload` copied after `HEADROOM` spare bytes, where picows writes the frame header."""
+    if payload is None:
+        return None
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
+    cdef bytearray framed = PyByteArray_FromStringAndSize(NULL, size + _HEADROOM)
+    memcpy(PyByteArray_AS_STRING(framed) + _HEADROOM, PyBytes_AS_STRING(payload), size)
+    return framed
+
+
 def send_to_all(connections, bytes json_payload, bytes binary_payload):
     """Fan one frame out to many connections: each gets the encoding of its own subprotocol.
-    `binary_payload` may be None when no subscriber speaks kefu.bin.v1. Returns the count sent."""
+    `binary_payload` may be None when no subscriber speaks kefu.bin.v1. Returns the count sent.
+    Each encoding is copied once; every send rewrites the same header in front of it."""
     cdef Connection conn
     cdef Py_ssize_t sent = 0
+    cdef bytearray json_framed = None
+    cdef bytearray binary_framed = None
     for conn in connections:
-        if conn._send_bytes(binary_payload if conn.binary else json_payload):
-            sent += 1
+        if conn.binary:
+            if binary_framed is None:
+                binary_framed = _with_headroom(binary_payload)
+            if conn._send_framed(binary_framed):
+                sent += 1
+        else:
+            if json_framed is None:
+                json_framed = _with_headroom(json_payload)
+            if conn._send_framed(json_framed):
+                sent += 1
     return sent

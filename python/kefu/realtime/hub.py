@@ -16,6 +16,7 @@ Delivery invariants kept here:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -29,6 +30,7 @@ from kefu.bus import Bus, BusEvent
 from kefu.config import Config
 from kefu.metrics import Metrics
 from kefu.realtime import frames as F
+from kefu.realtime.dataplane import NativeDataPlane
 from kefu.realtime.frames import ProtocolError
 from kefu.realtime.mood import MoodScorer
 from kefu.routing import (
@@ -63,6 +65,8 @@ DEESCALATION_SKILL = "deescalation"
 TRANSFER_ERRORS = {"unknown_agent": "not_found", "not_assigned_to_sender": "conflict"}
 # How long a seq gap in live fan-out may wait for its message before storage fills it.
 GAP_FILL_DELAY_S = 0.5
+# Conversations per connection whose last typing-on time is remembered (bounds ConnState memory).
+MAX_TYPING_ENTRIES = 256
 
 
 @dataclass(slots=True)
@@ -74,14 +78,42 @@ class ConnState:
     typing_sent: dict[int, float] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
 class ConvRuntime:
-    """What the hub keeps in memory about a conversation it has touched."""
+    """What the hub keeps in memory about a conversation it has touched. With the native data plane,
+    `conv` changes are pushed into its tables and `fanned_seq` is the data plane's (it fans out)."""
 
-    conv: Conversation
-    fanned_seq: int  # highest seq written to live subscribers
-    pending: dict[int, dict[str, Any]] = field(default_factory=dict)  # seq → msg frame, out of order
-    gap_timer: asyncio.TimerHandle | None = None
+    __slots__ = ("_conv", "_fanned_seq", "pending", "gap_timer", "native")
+
+    def __init__(self, conv: Conversation, fanned_seq: int, native: NativeDataPlane | None = None) -> None:
+        self.native = native
+        self._fanned_seq = fanned_seq  # highest seq written to live subscribers (Python path)
+        self.pending: dict[int, dict[str, Any]] = {}  # seq → msg frame, out of order
+        self.gap_timer: asyncio.TimerHandle | None = None
+        self._conv = conv
+        if native is not None:
+            native.conversation(conv, fanned_seq)
+
+    @property
+    def conv(self) -> Conversation:
+        return self._conv
+
+    @conv.setter
+    def conv(self, conv: Conversation) -> None:
+        self._conv = conv
+        if self.native is not None:
+            self.native.conversation(conv, 0)
+
+    @property
+    def fanned_seq(self) -> int:
+        if self.native is not None:
+            seq = self.native.fanned_seq(self._conv.id)
+            if seq is not None:
+                return max(seq, self._fanned_seq)
+        return self._fanned_seq
+
+    @fanned_seq.setter
+    def fanned_seq(self, seq: int) -> None:
+        self._fanned_seq = seq
 
 
 class Hub:
@@ -112,6 +144,19 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._epoch = ""
+        # KEFU_DATAPLANE=native: send/typing run in Rust; Python keeps the tables it reads current.
+        self.native: NativeDataPlane | None = None
+        if config.dataplane == "native":
+            self.native = NativeDataPlane(
+                storage, max_text_bytes=config.max_text_bytes, max_cmid_len=config.max_cmid_len,
+                typing_interval_s=config.typing_interval_s, score_visitors=self.mood_scorer is not None)
+            self.native.on_acked = self._native_acked
+            self.native.on_scored = self._native_scored
+            self.native.on_replay_frames = self._native_replay_frames
+            self.native.on_stuck = self._native_stuck
+            for key in ("submitted", "acked", "deduplicated", "failed", "declined", "delivered", "relayed"):
+                metrics.gauge(f"kefu_dataplane_{key}", f"native data plane: frames {key} (since start)",
+                              partial(self._native_stat, key))
         self._handlers: dict[str, Callable[[compiled.Connection, Principal, dict[str, Any]], Any]] = {
             "hello": self._on_hello, "open": self._on_open, "send": self._on_send,
             "typing": self._on_typing, "read": self._on_read, "accept": self._on_accept,
@@ -137,10 +182,14 @@ class Hub:
             self.metrics.gauge("kefu_mood_unscored_total", "visitor messages not scored (backlog full)",
                                lambda: self.mood_scorer.dropped if self.mood_scorer else 0)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        if self.native is not None:
+            self.native.attach()
 
     async def stop(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
+        if self.native is not None:
+            self.native.detach()
         for conn in list(self.connections):
             conn.close(1001, b"server shutting down")
         for timer in self._offline_timers.values():
@@ -177,6 +226,8 @@ class Hub:
         log.info("connect %s %s %s", principal.role, principal.id, "bin" if conn.binary else "json")
 
     def on_disconnected(self, conn: compiled.Connection) -> None:
+        if self.native is not None:
+            self.native.connection_gone(conn)
         self.connections.discard(conn)
         principal: Principal = conn.principal
         for conv_id in conn.subscriptions:
@@ -196,6 +247,11 @@ class Hub:
         self.metrics.inc("kefu_slow_consumers_closed_total")
         log.warning("closing slow consumer %s", conn.principal.id)
 
+    def on_frame_refused(self, conn: compiled.Connection, size: int) -> None:
+        """The gateway could not send a frame to `conn` (over the outgoing limit, or unencodable)."""
+        self.metrics.inc("kefu_frames_refused_total")
+        log.error("refused to send a frame of %d bytes to %s (-1: not encodable)", size, conn.principal.id)
+
     def on_frame(self, conn: compiled.Connection, frame: dict[str, Any]) -> None:
         kind = frame["t"]
         handler = self._handlers.get(kind)
@@ -204,7 +260,7 @@ class Hub:
             return
         state: ConnState = conn.state
         if not state.greeted and kind not in ("hello", "ping"):
-            conn.send_error("bad_frame", "send 'hello' first", kind)
+            conn.send_error("bad_frame", "send 'hello' first", kind if kind in self._handlers else None)
             return
         try:
             result = handler(conn, conn.principal, frame)
@@ -228,10 +284,8 @@ class Hub:
             conn.send_error("unavailable", "storage unavailable; nothing was stored, retry later",
                             self._ref(frame))
 
-    @staticmethod
-    def _ref(frame: dict[str, Any]) -> Any:
-        cmid = frame.get("cmid")
-        return cmid if type(cmid) is str and len(cmid) <= 64 else frame.get("t")
+    def _ref(self, frame: dict[str, Any]) -> Any:
+        return F.error_ref(frame, self._handlers)
 
     # --- access control -------------------------------------------------------------------------
     async def _conversation(self, conv_id: int) -> ConvRuntime:
@@ -242,8 +296,11 @@ class Hub:
                 raise ProtocolError("not_found", "no such conversation")
             runtime = self.convs.get(conv_id)  # another task may have loaded it meanwhile
             if runtime is None:
-                runtime = self.convs[conv_id] = ConvRuntime(conv, fanned_seq=conv.last_seq)
+                runtime = self.convs[conv_id] = self._new_runtime(conv)
         return runtime
+
+    def _new_runtime(self, conv: Conversation) -> ConvRuntime:
+        return ConvRuntime(conv, fanned_seq=conv.last_seq, native=self.native)
 
     def _can_access(self, principal: Principal, conv: Conversation) -> bool:
         if conv.site_id != principal.site_id:
@@ -268,6 +325,8 @@ class Hub:
     def _subscribe_live(self, conn: compiled.Connection, conv_id: int) -> None:
         conn.subscriptions.add(conv_id)
         self.subscribers.setdefault(conv_id, set()).add(conn)
+        if self.native is not None:
+            self.native.grant(conn, conv_id)
 
     def _drop_subscription(self, conn: compiled.Connection, conv_id: int) -> None:
         for table in (self.subscribers, self.replaying):
@@ -277,6 +336,10 @@ class Hub:
                 if not members:
                     del table[conv_id]
         conn.state.replay_buffers.pop(conv_id, None)
+        if self.native is not None:
+            self.native.revoke(conn, conv_id)
+            if conv_id not in self.replaying:
+                self.native.replaying(conv_id, False)
 
     def _unsubscribe_principal(self, principal_id: str, conv_id: int) -> None:
         for conn in self.by_principal.get(principal_id, ()):
@@ -308,6 +371,9 @@ class Hub:
 
     def _release_in_order(self, runtime: ConvRuntime, frame: dict[str, Any]) -> None:
         """Fan out message frames in seq order: hold early arrivals, release runs, fill stuck gaps."""
+        if self.native is not None:
+            self.native.deliver(frame)  # the data plane keeps the order (and fans out natively)
+            return
         seq = frame["seq"]
         if seq <= runtime.fanned_seq:
             return
@@ -345,6 +411,8 @@ class Hub:
         conn.subscriptions.add(conv_id)
         conn.state.replay_buffers[conv_id] = []
         self.replaying.setdefault(conv_id, set()).add(conn)
+        if self.native is not None:
+            self.native.replaying(conv_id, True)
         limited = False
         try:
             newest = max(runtime.fanned_seq, runtime.conv.last_seq)
@@ -363,10 +431,14 @@ class Hub:
             if message.seq > last_sent:
                 conn.send_frame(self._msg_frame(message))
                 last_sent = message.seq
+        if self.native is not None:
+            self._native_replay_frames(self.native.plane.take_replay_frames())
         buffered = conn.state.replay_buffers.pop(conv_id, [])
         self.replaying.get(conv_id, set()).discard(conn)
         if not self.replaying.get(conv_id):
             self.replaying.pop(conv_id, None)
+            if self.native is not None:
+                self.native.replaying(conv_id, False)
         for frame in buffered:
             if frame.get("t") == "msg":
                 if frame["seq"] <= last_sent:
@@ -374,6 +446,8 @@ class Hub:
                 last_sent = frame["seq"]
             conn.send_frame(frame)
         self.subscribers.setdefault(conv_id, set()).add(conn)
+        if self.native is not None:
+            self.native.grant(conn, conv_id)
         conn.send_frame({"t": "replayed", "conv": conv_id, "last_seq": last_sent, "limited": limited})
 
     def _conv_frame(self, runtime: ConvRuntime, **extra: Any) -> dict[str, Any]:
@@ -387,8 +461,9 @@ class Hub:
     # --- frame handlers -------------------------------------------------------------------------
     def _on_ping(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"t": "pong"}
-        if type(frame.get("n")) is int:
-            reply["n"] = frame["n"]
+        n = F.ping_number(frame)
+        if n is not None:
+            reply["n"] = n
         conn.send_frame(reply)
 
     def _on_hello(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> Awaitable[None]:
@@ -396,6 +471,8 @@ class Hub:
             raise ProtocolError("conflict", "hello was already received on this connection")
         resume = F.resume_map(frame)
         conn.state.greeted = True
+        if self.native is not None:
+            self.native.connection(conn, principal)
         return self._hello(conn, principal, resume)
 
     async def _hello(self, conn: compiled.Connection, principal: Principal, resume: dict[int, int]) -> None:
@@ -409,7 +486,7 @@ class Hub:
         for conv in convs:
             runtime = self.convs.get(conv.id)
             if runtime is None:
-                runtime = self.convs[conv.id] = ConvRuntime(conv, fanned_seq=conv.last_seq)
+                runtime = self.convs[conv.id] = self._new_runtime(conv)
             runtimes.append(runtime)
         conn.send_frame({
             "t": "welcome", "who": {"id": principal.id, "role": principal.role}, "epoch": self._epoch,
@@ -439,7 +516,7 @@ class Hub:
         conv, created = await self.storage.open_conversation(principal.site_id, principal.id, tags)
         runtime = self.convs.get(conv.id)
         if runtime is None:
-            runtime = self.convs[conv.id] = ConvRuntime(conv, fanned_seq=conv.last_seq)
+            runtime = self.convs[conv.id] = self._new_runtime(conv)
         for peer in tuple(self.by_principal.get(principal.id, ())):
             if conv.id not in peer.subscriptions:
                 self._subscribe_live(peer, conv.id)
@@ -552,6 +629,47 @@ class Hub:
         self.metrics.delivery_latency.observe(time.perf_counter() - committed_at)
         return True
 
+    # --- what the native data plane leaves to Python, once per batch ------------------------------
+    def _native_stat(self, key: str) -> float:
+        return self.native.plane.stats()[key] if self.native is not None else 0
+    def _native_acked(self, acked: int, deduplicated: int) -> None:
+        self.metrics.inc("kefu_messages_acked_total", acked)
+        if deduplicated:
+            self.metrics.inc("kefu_messages_deduplicated_total", deduplicated)
+
+    def _native_scored(self, scored: list[tuple[int, str]]) -> None:
+        if self.mood_scorer is not None:
+            for conv_id, text in scored:
+                self.mood_scorer.submit(conv_id, text)
+
+    def _native_replay_frames(self, frames: list[tuple[int, bytes]]) -> None:
+        """Live frames of conversations someone is replaying: into their replay buffers, as `_broadcast` does."""
+        for conv_id, payload in frames:
+            replaying = self.replaying.get(conv_id)
+            if replaying:
+                frame = json.loads(payload)
+                for conn in replaying:
+                    conn.state.replay_buffers[conv_id].append(frame)
+
+    def _native_stuck(self, stuck: list[tuple[int, int, int]]) -> None:
+        """Committed messages wait behind a gap in the data plane: fill it from storage after a while."""
+        for conv_id, _fanned, _first in stuck:
+            runtime = self.convs.get(conv_id)
+            if runtime is not None and runtime.gap_timer is None:
+                loop = asyncio.get_running_loop()
+                runtime.gap_timer = loop.call_later(GAP_FILL_DELAY_S, self._schedule_native_gap_fill, runtime)
+
+    def _schedule_native_gap_fill(self, runtime: ConvRuntime) -> None:
+        runtime.gap_timer = None
+        self._spawn(self._fill_native_gap(runtime))
+
+    async def _fill_native_gap(self, runtime: ConvRuntime) -> None:
+        assert self.native is not None
+        for conv_id, fanned, first in self.native.plane.stuck():
+            if conv_id == runtime.conv.id:
+                for message in await self.storage.messages_after(conv_id, fanned, first - 1 - fanned):
+                    self.native.deliver(self._msg_frame(message))
+
     def _on_scored(self, scored: list[tuple[int, str, float]]) -> None:
         """Fold scored visitor messages into their conversations' moods (an EWMA of p_neg); the
         router may escalate to a stronger de-escalator when a mood turns bad (RoutingConfig.escalation)."""
@@ -575,6 +693,8 @@ class Hub:
         sent = conn.state.typing_sent
         if on and now - sent.get(conv_id, -1e9) < self.config.typing_interval_s:
             return None  # at most one typing-on per second per conversation is forwarded
+        if conv_id not in sent and len(sent) >= MAX_TYPING_ENTRIES:
+            del sent[next(iter(sent))]  # the oldest entry: a client cannot grow this without bound
         sent[conv_id] = now
         return self._typing(principal, conv_id, on)
 
@@ -624,12 +744,9 @@ class Hub:
     def _on_transfer(self, conn: compiled.Connection, principal: Principal, frame: dict[str, Any]) -> Awaitable[None]:
         self._staff_only(principal)
         conv_id = F.conv_id(frame)
-        to_agent, to_skill = frame.get("to_agent"), frame.get("to_skill")
+        to_agent, to_skill = F.name_field(frame, "to_agent"), F.name_field(frame, "to_skill")
         if (to_agent is None) == (to_skill is None):
             raise ProtocolError("bad_frame", "give exactly one of 'to_agent' or 'to_skill'")
-        for value in (to_agent, to_skill):
-            if value is not None and (type(value) is not str or not value or len(value) > 128):
-                raise ProtocolError("bad_frame", "'to_agent'/'to_skill' must be a non-empty string")
         return self._transfer(principal, conv_id, to_agent, to_skill)
 
     async def _transfer(self, principal: Principal, conv_id: int, to_agent: str | None, to_skill: str | None) -> None:
@@ -676,6 +793,8 @@ class Hub:
             self._drop_subscription(conn, conv_id)
         if not runtime.pending and conv_id not in self.replaying:
             self.convs.pop(conv_id, None)  # closed: reloaded from storage if someone resumes it
+            if self.native is not None:
+                self.native.conversation_gone(conv_id)
         self.moods.forget(conv_id)
         await self._apply_all(self.router.conversation_closed(conv_id, time.time()))
 

@@ -74,7 +74,10 @@ class ControlServer(Server):
     """`Server` without its own WebSocket listener: N gateway workers hold the sockets."""
 
     def __init__(self, config: Config) -> None:
-        super().__init__(config)
+        # The native data plane works on the gateway's own connections; here they live in workers, so
+        # the control process's hub takes the Python path (the data plane moving into the workers is
+        # the next step: docs/architecture.md, "Worker processes").
+        super().__init__(config.replace(dataplane="python"))
         self.control: ControlPlane | None = None
         self.workers = [WorkerProcess(i) for i in range(config.workers)]
         self.ingress = compiled.ShmRing.create(INGRESS_CELLS, CELL_SIZE)

@@ -105,6 +105,10 @@ class Relay:
     def on_slow_consumer(self, conn: Any) -> None:
         self._push("slow", conn.state)
 
+    def on_frame_refused(self, conn: Any, size: int) -> None:
+        self.metrics.inc("kefu_frames_refused_total")
+        log.error("refused to send a frame of %d bytes to %s (-1: not encodable)", size, conn.principal.id)
+
     def on_frame(self, conn: Any, frame: dict[str, Any]) -> None:
         if not self._push("frame", conn.state, frame):
             ref = frame.get("cmid") if type(frame.get("cmid")) is str else frame.get("t")
