@@ -107,7 +107,7 @@ impl ShmRing {
     /// Sleeps (GIL released, on the futex in the mapping) until a producer commits a record, at most
     /// `timeout` seconds (capped at 1 s). Returns at once when a record is already there.
     fn wait(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
-        if !(timeout >= 0.0) {
+        if timeout.is_nan() || timeout < 0.0 {
             return Err(PyValueError::new_err("timeout must be >= 0"));
         }
         let timeout = Duration::from_secs_f64(timeout.min(MAX_WAIT.as_secs_f64()));
