@@ -1,7 +1,9 @@
 //! Python binding of `kefu-dataplane`: the control plane's handle on the native data plane.
 //!
-//! Python (the hub) writes the tables and, until the native journal is wired, carries records to
-//! storage once per batch (`take_records` → storage → `on_outcomes`). The per-frame path does not
+//! Python (the hub) writes the tables. Records go to one of two sinks: the native journal
+//! (native/journal, SQLite from Rust: `use_journal`, then `pump` once per eventfd wake-up), or a
+//! batch that Python carries to its own writer (`take_records` → storage → `on_outcomes`; the
+//! PostgreSQL path). The per-frame path does not
 //! come through here: [`DataPlane::capsule`] hands the Cython gateway a C vtable
 //! ([`DataPlaneVtable`], layout mirrored in engine/src/kefu_engine/dataplane.pxd) whose functions
 //! run a frame through the data plane and expose the resulting deliveries as raw pointers, with no
@@ -9,6 +11,9 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use kefu_codec::FrameLimits;
 use kefu_dataplane::encode::HEADROOM;
@@ -18,7 +23,8 @@ use kefu_dataplane::{
     ConvState, DataPlane as Plane, Delivery, Handled, Kind, Limits, Outcome, PrincipalRow, Role,
     Status, TableUpdate,
 };
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use kefu_journal::{AppendError, Completions, Journal, JournalConfig, SubmitError, Synchronous};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCapsule, PyDict};
 
@@ -79,8 +85,65 @@ impl DurableSink for BatchSink {
     }
 }
 
+/// Seam 1 for the native journal: records go Rust to Rust (copied once into the journal's owned
+/// record), outcomes come back on our own completion queue.
+struct JournalSink {
+    journal: Arc<Journal>,
+    completions: Arc<Completions>,
+}
+
+impl DurableSink for JournalSink {
+    fn submit(&self, record: &AppendRecord<'_>) -> Result<(), SinkError> {
+        let owned = kefu_journal::AppendRecord {
+            conv: i64::try_from(record.conv).map_err(|_| SinkError::Closed)?,
+            sender_id: record.sender_id.to_owned(),
+            sender_role: match record.sender_role {
+                Role::Visitor => kefu_journal::Role::Visitor,
+                Role::Agent => kefu_journal::Role::Agent,
+                Role::Admin => kefu_journal::Role::Admin,
+            },
+            sender_name: record.sender_name.map(str::to_owned),
+            cmid: record.cmid.to_owned(),
+            kind: record.kind.name().to_owned(),
+            text: record.text.to_owned(),
+            meta: record.meta_json.unwrap_or("{}").to_owned(),
+            ts: None, // the commit's time, as every other stored message
+            token: record.token,
+        };
+        self.journal
+            .submit_to(owned, &self.completions)
+            .map_err(|error| match error {
+                SubmitError::Full(_) => SinkError::Full,
+                SubmitError::Closed(_) => SinkError::Closed,
+            })
+    }
+}
+
+enum Sink {
+    Batch(BatchSink),
+    Journal(JournalSink),
+}
+
+impl DurableSink for Sink {
+    fn submit(&self, record: &AppendRecord<'_>) -> Result<(), SinkError> {
+        match self {
+            Sink::Batch(sink) => sink.submit(record),
+            Sink::Journal(sink) => sink.submit(record),
+        }
+    }
+}
+
+impl Sink {
+    fn batch(&self) -> Option<&BatchSink> {
+        match self {
+            Sink::Batch(sink) => Some(sink),
+            Sink::Journal(_) => None,
+        }
+    }
+}
+
 struct Inner {
-    plane: Plane<BatchSink>,
+    plane: Plane<Sink>,
     /// The deliveries the gateway is reading through the vtable (kept until `clear`).
     reading: Vec<Delivery>,
 }
@@ -208,9 +271,13 @@ unsafe extern "C" fn vt_clear(ctx: *mut c_void) {
 }
 
 unsafe extern "C" fn vt_queued(ctx: *mut c_void) -> usize {
-    inner(ctx)
-        .try_borrow()
-        .map_or(0, |inner| inner.plane.sink().queued.borrow().len())
+    inner(ctx).try_borrow().map_or(0, |inner| {
+        inner
+            .plane
+            .sink()
+            .batch()
+            .map_or(0, |sink| sink.queued.borrow().len())
+    })
 }
 
 /// The native data plane (one per event loop; not shareable across threads).
@@ -264,7 +331,7 @@ impl DataPlane {
             max_cmid_len,
         };
         let plane = Plane::new(
-            sink,
+            Sink::Batch(sink),
             limits,
             FrameLimits::default(),
             typing_interval_s,
@@ -408,8 +475,109 @@ impl DataPlane {
     /// `[(token, conv, sender_id, sender_role, sender_name, cmid, kind, text, meta_json, ts)]`.
     fn take_records(&self) -> PyResult<Vec<QueuedRecord>> {
         let inner = self.inner.try_borrow().map_err(borrow_error)?;
-        let taken = std::mem::take(&mut *inner.plane.sink().queued.borrow_mut());
-        Ok(taken)
+        Ok(inner
+            .plane
+            .sink()
+            .batch()
+            .map(|sink| std::mem::take(&mut *sink.queued.borrow_mut()))
+            .unwrap_or_default())
+    }
+
+    /// Write through the native journal from now on: opens SQLite database `path` (its schema made
+    /// by storage already) with `synchronous` "FULL" or "NORMAL". Returns the completion eventfd to
+    /// watch (`loop.add_reader`); call `pump` when it is readable.
+    #[pyo3(signature = (path, synchronous = "FULL", max_batch = 4096, max_pending = 65536))]
+    fn use_journal(
+        &self,
+        path: &str,
+        synchronous: &str,
+        max_batch: usize,
+        max_pending: usize,
+    ) -> PyResult<i32> {
+        let synchronous = match synchronous.to_ascii_uppercase().as_str() {
+            "FULL" => Synchronous::Full,
+            "NORMAL" => Synchronous::Normal,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "synchronous must be FULL or NORMAL, not {other:?}"
+                )))
+            }
+        };
+        let config = JournalConfig {
+            synchronous,
+            max_batch,
+            max_pending,
+            busy_timeout: Duration::from_secs(5),
+        };
+        let journal = Journal::open(Path::new(path), config)
+            .map_err(|error| PyOSError::new_err(error.to_string()))?;
+        let completions = journal
+            .new_completions()
+            .map_err(|error| PyOSError::new_err(error.to_string()))?;
+        let fd = completions.fd();
+        let sink = Sink::Journal(JournalSink {
+            journal: Arc::new(journal),
+            completions,
+        });
+        let mut inner = self.inner.try_borrow_mut().map_err(borrow_error)?;
+        if inner
+            .plane
+            .sink()
+            .batch()
+            .is_some_and(|batch| !batch.queued.borrow().is_empty())
+        {
+            return Err(PyRuntimeError::new_err(
+                "records are queued for the Python writer",
+            ));
+        }
+        inner
+            .plane
+            .replace_sink(sink)
+            .map_err(|_| PyRuntimeError::new_err("sends are in flight"))?;
+        Ok(fd)
+    }
+
+    /// Drain the journal's outcomes into the data plane (acks, msg fan-out); the caller then writes
+    /// the deliveries. Returns (acked, deduplicated, failed) of this drain.
+    fn pump(&self) -> PyResult<(usize, usize, usize)> {
+        let mut inner = self.inner.try_borrow_mut().map_err(borrow_error)?;
+        let Sink::Journal(sink) = inner.plane.sink() else {
+            return Ok((0, 0, 0));
+        };
+        let mut drained = Vec::new();
+        sink.completions.drain(&mut drained);
+        let (mut acked, mut deduplicated, mut failed) = (0, 0, 0);
+        let outcomes: Vec<Outcome> = drained
+            .into_iter()
+            .map(|outcome| {
+                let (seq, ts, status) = match outcome.result {
+                    Ok(appended) if appended.duplicate => {
+                        (appended.seq, appended.ts, Status::Duplicate)
+                    }
+                    Ok(appended) => (appended.seq, appended.ts, Status::Created),
+                    Err(AppendError::NotFound) => (0, 0.0, Status::NotFound),
+                    Err(AppendError::Conflict) => (0, 0.0, Status::Conflict),
+                    Err(AppendError::Unavailable(_)) => (0, 0.0, Status::Failed),
+                };
+                match status {
+                    Status::Created => acked += 1,
+                    Status::Duplicate => {
+                        acked += 1;
+                        deduplicated += 1;
+                    }
+                    _ => failed += 1,
+                }
+                Outcome {
+                    token: outcome.token,
+                    conv: u64::try_from(outcome.conv).unwrap_or(0),
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    ts,
+                    status,
+                }
+            })
+            .collect();
+        inner.plane.on_outcomes(&outcomes);
+        Ok((acked, deduplicated, failed))
     }
 
     /// Outcomes of a batch: `[(token, conv, seq, ts, status)]`, status one of "created",
@@ -507,10 +675,18 @@ impl DataPlane {
             .take_scored())
     }
 
-    /// Refuse new records from now on (shutdown): sends get `unavailable`.
-    fn close(&self) -> PyResult<()> {
+    /// Refuse new records from now on (shutdown): sends get `unavailable`. With the journal, blocks
+    /// until what was submitted is written; `pump` still delivers those outcomes.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
         let inner = self.inner.try_borrow().map_err(borrow_error)?;
-        *inner.plane.sink().closed.borrow_mut() = true;
+        match inner.plane.sink() {
+            Sink::Batch(sink) => *sink.closed.borrow_mut() = true,
+            Sink::Journal(sink) => {
+                let journal = Arc::clone(&sink.journal);
+                drop(inner);
+                py.detach(|| journal.close());
+            }
+        }
         Ok(())
     }
 

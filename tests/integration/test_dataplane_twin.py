@@ -70,12 +70,21 @@ async def _scenario(api: Api, binary_agent: bool) -> list[list[Any]]:
     names: dict[Any, str] = {}
     transcript: list[list[Any]] = []
 
-    async def step(client: Client, frame: dict[str, Any] | str) -> None:
+    async def step(client: Client, frame: dict[str, Any] | str, *, barrier: bool = True) -> None:
+        """Send `frame`, then wait until both clients saw everything it caused: a sentinel `send`
+        from the visitor is acked and delivered after the frames before it (one connection's frames
+        are handled in order and commits are FIFO), so no timing window decides the transcript."""
         if isinstance(frame, str):
             await client.ws.send(frame.replace("CONV", str(conv)))
         else:
             await client.send({k: conv if v == "CONV" else v for k, v in frame.items()})
-        received = [[_normalise(f, names) for f in await c.quiet(0.25)] for c in (visitor, agent)]
+        if barrier:
+            sync = f"sync-{len(transcript)}"
+            await visitor.send({"t": "send", "conv": conv, "cmid": sync, "text": "barrier"})
+            await visitor.expect("ack", cmid=sync, timeout=20)
+            await agent.expect("msg", cmid=sync, timeout=20)
+        received = [[_normalise(f, names) for f in await c.quiet(0.1 if barrier else 1.0)
+                     if not str(f.get("cmid", "")).startswith("sync-")] for c in (visitor, agent)]
         transcript.append([frame if isinstance(frame, str) else json.dumps(frame)[:80], received])
 
     await visitor.quiet(0.3)
@@ -92,8 +101,8 @@ async def _scenario(api: Api, binary_agent: bool) -> list[list[Any]]:
         await step(visitor, frame)
     for text in HOSTILE_TEXTS:
         await step(visitor, text)
-    await step(agent, {"t": "close", "conv": "CONV"})
-    await step(visitor, {"t": "send", "conv": "CONV", "cmid": "late", "text": "after close"})
+    await step(agent, {"t": "close", "conv": "CONV"}, barrier=False)
+    await step(visitor, {"t": "send", "conv": "CONV", "cmid": "late", "text": "after close"}, barrier=False)
     for client in (visitor, agent):
         await client.close()
     return transcript

@@ -142,6 +142,7 @@ def test_generated_binary_sends_agree(cmid: Any, text: Any, meta: Any, kind: str
 
 def test_frames_are_byte_identical_to_the_hubs() -> None:
     plane = Plane()
+    plane.plane.conversation(CONV, "assigned", "a_1", 8)  # seqs 1–8 went out before
     meta = {"order": 42, "items": [1, 2.5, None, True, "你好"], "nested": {"k": "v\n\"q\""}}
     frame = {"t": "send", "conv": CONV, "cmid": "c\t1", "text": "订单\u0001 \"x\"", "kind": "image", "meta": meta}
     assert plane.plane.handle(VISITOR, json.dumps(frame).encode(), False, 1.0, 1.0)

@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use kefu_codec::{FrameLimits, FrameType, Value as BinValue};
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -387,7 +387,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                     continue;
                 }
                 _ => {
-                    access.next_value::<IgnoredAny>()?;
+                    access.next_value::<Skip>()?;
                     continue;
                 }
             };
@@ -467,12 +467,59 @@ impl<'de> Visitor<'de> for FieldVisitor {
         Ok(Field::Other)
     }
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'de>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Skip>()?.is_some() {}
         Ok(Field::Other)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'de>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
         Ok(Field::Other)
+    }
+}
+
+/// A value the data plane does not read. Not serde's `IgnoredAny`: serde_json skips that without
+/// its nesting limit, and Python's `json` refuses very deep nesting (RecursionError), so skipping
+/// through `deserialize_any` keeps serde_json's limit (128) and declines what Python might refuse.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
     }
 }
 
@@ -598,6 +645,22 @@ mod tests {
         ] {
             assert_eq!(json(frame), ClientFrame::Decline, "{frame}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_anywhere_is_declined() {
+        let deep = format!(
+            r#"{{"t":"send","conv":1,"cmid":"a","text":"x","x":{}{}}}"#,
+            "[".repeat(129),
+            "]".repeat(129)
+        );
+        assert_eq!(json(&deep), ClientFrame::Decline);
+        let fine = format!(
+            r#"{{"t":"send","conv":1,"cmid":"a","text":"x","x":{}{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(matches!(json(&fine), ClientFrame::Send(_)));
     }
 
     #[test]

@@ -132,6 +132,16 @@ impl<S: DurableSink> DataPlane<S> {
         &self.sink
     }
 
+    /// Replace the sink (e.g. the native journal once storage is open); only with nothing in flight,
+    /// or outcomes of the old sink would find no record.
+    pub fn replace_sink(&mut self, sink: S) -> Result<S, S> {
+        if self.in_flight.is_empty() {
+            Ok(std::mem::replace(&mut self.sink, sink))
+        } else {
+            Err(sink)
+        }
+    }
+
     // --- seam 2: the control plane's decisions ------------------------------------------------
 
     pub fn apply(&mut self, update: TableUpdate) {

@@ -5,10 +5,10 @@
 is replaying). The gateway runs `send` and `typing` through it without Python; what is left here
 runs once per *batch*:
 
-- `flush` (scheduled by the gateway when records are queued) carries the batch to storage. This is
-  the sink for a Python-side writer (PostgreSQL's asyncpg, and SQLite until the native journal is
-  wired): today it still makes one `NewMessage` and one future per record, inside the batch loop;
-  the native journal removes that (its completions reach `on_outcomes` without Python).
+- With SQLite, records go to the native journal (native/journal) from Rust; its completion eventfd
+  wakes `_pump` once per committed batch, which lets the data plane ack and fan out the batch.
+- With PostgreSQL (asyncpg), `flush` (scheduled by the gateway when records are queued) carries the
+  batch to storage; it still makes one `NewMessage` and one future per record inside the batch loop.
 - `_committed` reports the batch's outcomes to the data plane, which acks and fans out in seq order,
   then hands visitors' texts to the mood scorer and live frames of replaying conversations to the
   hub's replay buffers.
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from kefu import compiled
 from kefu.storage.base import AppendResult, NewMessage, NotFound, Storage, StorageError
+from kefu.storage.sqlite import SqliteStorage
 
 if TYPE_CHECKING:
     from kefu.auth import Principal
@@ -47,18 +48,35 @@ class NativeDataPlane:
         self.on_stuck: Callable[[list[tuple[int, int, int]]], None] = lambda stuck: None
         self.on_acked: Callable[[int, int], None] = lambda acked, deduplicated: None
         self._attached = False
+        self._journal_fd: int | None = None
 
     def attach(self) -> None:
-        """From now on the gateway gives every frame to the data plane first."""
+        """From now on the gateway gives every frame to the data plane first. Storage is open (the
+        journal needs its schema)."""
         loop = asyncio.get_running_loop()
+        if isinstance(self.storage, SqliteStorage):
+            self._journal_fd = self.plane.use_journal(self.storage.path, self.storage.synchronous)
+            loop.add_reader(self._journal_fd, self._pump)
         compiled.attach_dataplane(self.plane, self.flush, loop.call_soon)
         self._attached = True
 
     def detach(self) -> None:
+        """Stop taking frames; what was submitted is still written (and its outcomes delivered)."""
         if self._attached:
             compiled.detach_dataplane()
             self._attached = False
         self.plane.close()
+        if self._journal_fd is not None:
+            asyncio.get_running_loop().remove_reader(self._journal_fd)
+            self._journal_fd = None
+            self._pump()
+
+    def _pump(self) -> None:
+        """The journal committed a batch (eventfd readable): ack, fan out, once for the batch."""
+        acked, deduplicated, _failed = self.plane.pump()
+        if acked:
+            self.on_acked(acked, deduplicated)
+        self._after()
 
     # --- tables (called by the hub where it decides) ----------------------------------------------
     def connection(self, conn: compiled.Connection, principal: Principal) -> None:
