@@ -19,12 +19,12 @@ def configure(
     frame_error: type[Exception],
 ) -> None: ...
 
-@final
 def attach_dataplane(owner: Any, capsule: Any, capsule_name: bytes, flush: Callable[[], None],
                      call_soon: Callable[..., Any]) -> None: ...
 def detach_dataplane() -> None: ...
 def write_deliveries() -> None: ...
 
+@final
 class Limits:
     max_message_size: int
     max_pending_bytes: int

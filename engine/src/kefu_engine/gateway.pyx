@@ -83,6 +83,7 @@ cdef object _dp_owner = None      # keeps the DataPlane (the vtable's ctx) and i
 cdef object _dp_flush = None      # Python: carry queued records to storage (once per batch)
 cdef object _call_soon = None
 cdef bint _dp_flush_scheduled = False
+cdef bint _dp_writing = False
 # slot → Connection (None when free): the data plane names connections by slot.
 cdef list _slots = []
 cdef list _free_slots = []
@@ -121,7 +122,23 @@ def write_deliveries():
 
 
 cdef int _write_deliveries() except -1:
-    cdef size_t count = _dp.take(_dp.ctx)
+    # Not re-entrant: the slot pointers point into the data plane's reading buffer, which another
+    # `take` could move. A nested call (a callback of a send) leaves its deliveries for the next one.
+    global _dp_writing
+    if _dp_writing:
+        return 0
+    # Held locally: a detach during a send's callback must not free the data plane under the loop.
+    cdef DataPlaneVtable* dp = _dp
+    owner = _dp_owner
+    _dp_writing = True
+    try:
+        _write_taken(dp, dp.take(dp.ctx))
+    finally:
+        _dp_writing = False
+    return 0
+
+
+cdef int _write_taken(DataPlaneVtable* dp, size_t count) except -1:
     cdef size_t i, k, slot_count, json_len, binary_len
     cdef const uint32_t* slots
     cdef char* json_ptr
@@ -132,7 +149,7 @@ cdef int _write_deliveries() except -1:
     cdef Connection conn
     try:
         for i in range(count):
-            _dp.get(_dp.ctx, i, &slots, &slot_count, &json_ptr, &json_len, &binary_ptr, &binary_len)
+            dp.get(dp.ctx, i, &slots, &slot_count, &json_ptr, &json_len, &binary_ptr, &binary_len)
             for k in range(slot_count):
                 slot = slots[k]
                 slot_limit = len(_slots)
@@ -148,7 +165,7 @@ cdef int _write_deliveries() except -1:
                 elif json_len:
                     conn._send_ptr(json_ptr, json_len)
     finally:
-        _dp.clear(_dp.ctx)
+        dp.clear(dp.ctx)
     return 0
 
 

@@ -4,7 +4,7 @@
 //! serves); it never blocks and never calls back: the caller drains [`DataPlane::take_deliveries`]
 //! after each call and writes them to the transports.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use kefu_codec::FrameLimits;
@@ -93,6 +93,8 @@ pub struct DataPlane<S: DurableSink> {
     conns: Vec<Option<ConnRow>>,
     generations: Vec<u32>,
     convs: HashMap<u64, ConvRow>,
+    /// Conversations holding messages behind a gap (so `stuck` never scans every conversation).
+    waiting: HashSet<u64>,
     in_flight: HashMap<u64, InFlight>,
     next_token: u64,
     deliveries: Vec<Delivery>,
@@ -119,6 +121,7 @@ impl<S: DurableSink> DataPlane<S> {
             conns: Vec::new(),
             generations: Vec::new(),
             convs: HashMap::new(),
+            waiting: HashSet::new(),
             in_flight: HashMap::new(),
             next_token: 1,
             deliveries: Vec::new(),
@@ -182,6 +185,7 @@ impl<S: DurableSink> DataPlane<S> {
             }
             TableUpdate::ConversationGone { conv } => {
                 self.convs.remove(&conv);
+                self.waiting.remove(&conv);
             }
             TableUpdate::Grant { slot, conv } => {
                 if self.connection(slot).is_some() {
@@ -229,9 +233,10 @@ impl<S: DurableSink> DataPlane<S> {
     /// Conversations holding committed messages behind a gap (the control plane fills them from
     /// storage with [`Self::deliver`]).
     pub fn stuck(&self) -> Vec<(u64, u64, u64)> {
-        self.convs
+        self.waiting
             .iter()
-            .filter_map(|(conv, row)| {
+            .filter_map(|conv| {
+                let row = self.convs.get(conv)?;
                 let first = *row.pending.keys().next()?;
                 Some((*conv, row.fanned_seq, first))
             })
@@ -521,6 +526,15 @@ impl<S: DurableSink> DataPlane<S> {
                     frame,
                 });
             }
+        }
+        if self
+            .convs
+            .get(&conv)
+            .is_some_and(|row| !row.pending.is_empty())
+        {
+            self.waiting.insert(conv);
+        } else {
+            self.waiting.remove(&conv);
         }
     }
 

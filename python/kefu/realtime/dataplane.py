@@ -161,7 +161,7 @@ class NativeDataPlane:
 class _Batch:
     """Collects one flush's outcomes and reports them together."""
 
-    __slots__ = ("link", "remaining", "outcomes")
+    __slots__ = ("link", "outcomes", "remaining")
 
     def __init__(self, link: NativeDataPlane, size: int) -> None:
         self.link = link

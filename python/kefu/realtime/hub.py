@@ -82,7 +82,7 @@ class ConvRuntime:
     """What the hub keeps in memory about a conversation it has touched. With the native data plane,
     `conv` changes are pushed into its tables and `fanned_seq` is the data plane's (it fans out)."""
 
-    __slots__ = ("_conv", "_fanned_seq", "pending", "gap_timer", "native")
+    __slots__ = ("_conv", "_fanned_seq", "gap_timer", "native", "pending")
 
     def __init__(self, conv: Conversation, fanned_seq: int, native: NativeDataPlane | None = None) -> None:
         self.native = native
@@ -639,8 +639,7 @@ class Hub:
 
     def _native_scored(self, scored: list[tuple[int, str]]) -> None:
         if self.mood_scorer is not None:
-            for conv_id, text in scored:
-                self.mood_scorer.submit(conv_id, text)
+            self.mood_scorer.submit_many(scored)
 
     def _native_replay_frames(self, frames: list[tuple[int, bytes]]) -> None:
         """Live frames of conversations someone is replaying: into their replay buffers, as `_broadcast` does."""
