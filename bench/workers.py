@@ -2,7 +2,7 @@
 cores with the load generator sharing them (like the `kefu-2c` chat rows): delivery latency at a
 fixed offered rate (open loop) and the saturation rate (closed loop). Prints one table.
 
-    python -m bench.workers [--rate 10000] [--pairs 100] [--duration 4]
+    python -m bench.workers [--rate 10000] [--pairs 100] [--duration 4] [--sqlite-sync NORMAL]
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--sqlite-sync", choices=("FULL", "NORMAL"), help="NORMAL: no fsync per commit")
     args = parser.parse_args()
     common = ["--sizes", CHAT_SIZES, "--warmup", "1", "--duration", str(args.duration), "--drain", "3", "--quiet"]
     rows = []
     for workers in (int(n) for n in args.workers.split(",")):
-        target = KefuTarget(cpus=None, workers=workers, name=f"kefu-{workers}w")
+        target = KefuTarget(cpus=None, workers=workers, sqlite_sync=args.sqlite_sync, name=f"kefu-{workers}w")
         target.start()
         try:
             lines = target.chat_pairs(args.pairs)
