@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzz the frame decoder (native/fuzz, target `decode_frame`) for FUZZ_SECONDS (default 60).
+# Fuzz the frame decoder (native/fuzz, target `decode_frame`) for FUZZ_SECONDS (default 60), then the
+# data plane's typed parser (target `parse_client_frame`, JSON and binary) for as long again.
 # Usage: scripts/fuzz.sh [SECONDS]   (also `make fuzz FUZZ_SECONDS=...`). See docs/fuzzing.md.
 #
 # Seeds: the attack corpus tests/native/corpus/codec/*.hex (decoded to binary) plus a few valid frames,
@@ -55,6 +56,14 @@ seeds += [
 for seed in seeds:
     (corpus / hashlib.sha1(seed).hexdigest()).write_bytes(seed)
 print(f"fuzz: {len(seeds)} seeds in {corpus}")
+# The data-plane parser starts from the same binary seeds plus the JSON corpus.
+parse_corpus = corpus.parent / "parse_client_frame"
+parse_corpus.mkdir(parents=True, exist_ok=True)
+import json
+for line in (root / "tests/native/corpus/dataplane_frames.jsonl").read_text().splitlines():
+    seeds.append(json.loads(line)["frame"].encode("utf-8", "surrogatepass"))
+for seed in seeds:
+    (parse_corpus / hashlib.sha1(seed).hexdigest()).write_bytes(seed)
 PY
 
 cd "$fuzz_dir"
@@ -66,3 +75,10 @@ cargo "${toolchain[@]}" fuzz run decode_frame \
   "$corpus" -- \
   -max_total_time="$seconds" -timeout=1 -rss_limit_mb=1024 -malloc_limit_mb=32 -max_len=70000 \
   -artifact_prefix="$artifacts/" -print_final_stats=1
+
+mkdir -p "$fuzz_dir/artifacts/parse_client_frame"
+cargo "${toolchain[@]}" fuzz run parse_client_frame \
+  --target-dir "$root/native/target/fuzz" \
+  "$fuzz_dir/corpus/parse_client_frame" -- \
+  -max_total_time="$seconds" -timeout=1 -rss_limit_mb=1024 -malloc_limit_mb=32 -max_len=70000 \
+  -artifact_prefix="$fuzz_dir/artifacts/parse_client_frame/" -print_final_stats=1

@@ -388,8 +388,8 @@ class KefuTarget(Target):
         env.update({name: "10000000" for name in (
             "KEFU_SESSIONS_PER_MIN", "KEFU_SITE_SESSIONS_PER_MIN", "KEFU_OPENS_PER_MIN", "KEFU_SOCKETS_PER_VISITOR",
             "KEFU_SOCKETS_PER_ADDRESS", "KEFU_SOCKETS_PER_SITE", "KEFU_MAX_QUEUE")})
-        if self.workers:
-            env["WORKERS"] = str(self.workers)
+        # The plain `kefu` target is one process; `kefu-2c` runs worker processes.
+        env["WORKERS"] = str(self.workers or 1)
         return argv, env
 
     def ready_marker(self) -> str:

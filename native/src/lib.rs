@@ -7,16 +7,20 @@
 use pyo3::prelude::*;
 
 mod codec;
+mod dataplane;
 mod queue;
 mod routing;
+mod shmring;
 mod textfeat;
 
 #[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     codec::register(m)?;
+    dataplane::register(m)?;
     queue::register(m)?;
     routing::register(m)?;
+    shmring::register(m)?;
     textfeat::register(m)?;
     Ok(())
 }

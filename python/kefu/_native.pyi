@@ -128,6 +128,45 @@ class MpmcQueue:
     def __len__(self) -> int:
         """The number of items inside: a snapshot other threads may change at once."""
 
+# --- shared-memory ring (native/shmring) ---
+
+@final
+class ShmRing:
+    """A ring of byte records in a memfd shared between processes: many producers, one consumer.
+
+    Lock-free claim/commit per record; the consumer sleeps on a futex in the mapping. A producer that
+    dies mid-write is skipped once its process is gone (`abandoned` counts those).
+    """
+
+    @staticmethod
+    def create(cells: int, cell_size: int) -> ShmRing:
+        """A new ring of `cells` cells of `cell_size` bytes (powers of two); ValueError otherwise."""
+    @staticmethod
+    def open(fd: int) -> ShmRing:
+        """Map the ring behind an inherited fd (duplicated; the caller keeps its own). OSError if not a ring."""
+    @property
+    def fd(self) -> int:
+        """The memfd (close-on-exec): pass it to a child explicitly."""
+    @property
+    def max_record(self) -> int:
+        """Largest record, in bytes."""
+    @property
+    def cells(self) -> int: ...
+    @property
+    def cell_size(self) -> int: ...
+    @property
+    def abandoned(self) -> int:
+        """Records skipped because their producer died between claiming and committing."""
+    @property
+    def used_cells(self) -> int:
+        """Cells claimed and not yet released (a snapshot)."""
+    def push(self, record: bytes) -> bool:
+        """Write one record; False when full (nothing written). ValueError when it can never fit."""
+    def drain(self, max_records: int) -> list[bytes]:
+        """Up to `max_records` committed records, oldest first, without waiting (the consumer only)."""
+    def wait(self, timeout: float) -> None:
+        """Sleep, GIL released, until a record is committed; at most `timeout` s (capped at 1 s)."""
+
 # --- routing scorer ---
 
 ROUTING_EXCLUSION_REASONS: int
@@ -215,3 +254,43 @@ def featurize(text: str, bits: int = ...) -> NDArray[np.int64]:
 
 def featurize_batch(texts: list[str], bits: int = ...) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     """Padded ids int64 (B, L) and mask float32 (B, L) for a list of texts, without a lexicon."""
+
+# --- data plane (native/dataplane; binding native/src/dataplane.rs) ----------------------------------
+
+DATAPLANE_CAPSULE: str
+DATAPLANE_HEADROOM: int
+
+@final
+class DataPlane:
+    """The native data plane: typed parsing of send/typing, tables written by the hub, ack/msg
+    encoding and seq-ordered fan-out. One per event loop (not shareable across threads). The
+    gateway uses it through `capsule()`; the methods below are the control plane's and the tests'."""
+
+    def __new__(cls, *, max_text_bytes: int, max_cmid_len: int, typing_interval_s: float,
+                score_visitors: bool, max_queued: int = 65536) -> DataPlane: ...
+    def capsule(self) -> Any:
+        """The C vtable for the gateway (a capsule named DATAPLANE_CAPSULE)."""
+    def connection(self, slot: int, principal_id: str, role_name: str, name: str | None, binary: bool) -> None: ...
+    def connection_gone(self, slot: int) -> None: ...
+    def conversation(self, conv: int, state: str, agent: str | None, last_seq: int) -> None: ...
+    def conversation_gone(self, conv: int) -> None: ...
+    def grant(self, slot: int, conv: int) -> None: ...
+    def revoke(self, slot: int, conv: int) -> None: ...
+    def replaying(self, conv: int, on: bool) -> None: ...
+    def fanned_seq(self, conv: int) -> int | None: ...
+    def stuck(self) -> list[tuple[int, int, int]]: ...
+    def handle(self, slot: int, payload: bytes, binary: bool, now_wall: float, now_mono: float) -> bool: ...
+    def take_deliveries(self) -> list[tuple[list[int], bytes, bytes | None]]: ...
+    def take_records(self) -> list[tuple[int, int, str, str, str | None, str, str, str, str | None, float]]: ...
+    def use_journal(self, path: str, synchronous: str = "FULL", max_batch: int = 4096,
+                    max_pending: int = 65536) -> int:
+        """Write through the native journal; returns its completion eventfd (call `pump` when readable)."""
+    def pump(self) -> tuple[int, int, int]:
+        """Drain the journal's outcomes into acks and fan-out; returns (acked, deduplicated, failed)."""
+    def on_outcomes(self, outcomes: list[tuple[int, int, int, float, str]]) -> None: ...
+    def deliver(self, conv: int, seq: int, ts: float, sender_id: str, sender_role: str, sender_name: str | None,
+                cmid: str, kind_name: str, text: str, meta_json: str | None) -> None: ...
+    def take_replay_frames(self) -> list[tuple[int, bytes]]: ...
+    def take_scored(self) -> list[tuple[int, str]]: ...
+    def close(self) -> None: ...
+    def stats(self) -> dict[str, int]: ...

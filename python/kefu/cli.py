@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--sqlite-sync", choices=("FULL", "NORMAL"))
     serve.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
     serve.add_argument("--log-format", choices=settings.LOG_FORMATS, help="json (default) or text")
+    serve.add_argument("--workers", type=int, help="processes for `serve` (default: $WORKERS or 1 = a single "
+                       "process; N > 1 = a control process and N gateway workers, docs/architecture.md)")
 
     site = commands.add_parser("site", help="manage sites").add_subparsers(dest="action", required=True)
     site_create = site.add_parser("create", help="create a site; prints its key")
@@ -73,7 +75,7 @@ def config_from(args: argparse.Namespace) -> Config:
     if args.command == "serve":
         changes.update(host=args.host, http_port=args.http_port, ws_port=args.ws_port,
                        public_ws_url=args.public_ws_url, sqlite_sync=args.sqlite_sync, dev=args.dev,
-                       log_level=args.log_level, log_format=args.log_format)
+                       log_level=args.log_level, log_format=args.log_format, workers=args.workers)
     return settings.load(args.config, **changes)
 
 

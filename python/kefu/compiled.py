@@ -8,7 +8,9 @@ A missing build raises ImportError here: Kefu never falls back to the slow twin 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from json import dumps as _json_dumps
+from typing import Any
 
 from kefu_engine import gateway as _gateway
 
@@ -34,6 +36,11 @@ QueueFull = _native.QueueFull
 QueueEmpty = _native.QueueEmpty
 QueueClosed = _native.QueueClosed
 
+# --- shared-memory ring between processes (native/shmring) ---------------------------------------
+
+# Many producers, one consumer; workers <-> control process. Twin: kefu.reference.shmring.
+ShmRing = _native.ShmRing
+
 # --- routing scorer (native/routing) --------------------------------------------------------------
 
 score_agents = _native.score_agents
@@ -46,11 +53,25 @@ Featurizer = _native.Featurizer
 featurize = _native.featurize
 featurize_batch = _native.featurize_batch
 
+# --- data plane (native/dataplane) ----------------------------------------------------------------
+
+# send/typing from the socket to the sink and back to the sockets, without Python per frame.
+# Twin: the hub's own send/typing handlers (KEFU_DATAPLANE=python); tests compare both.
+DataPlane = _native.DataPlane
+DATAPLANE_CAPSULE: str = _native.DATAPLANE_CAPSULE
+
 # --- WebSocket gateway (engine/) ------------------------------------------------------------------
 
 Connection = _gateway.Connection
 GatewayLimits = _gateway.Limits
 send_to_all = _gateway.send_to_all
+detach_dataplane = _gateway.detach_dataplane
+write_deliveries = _gateway.write_deliveries
+
+
+def attach_dataplane(plane: DataPlane, flush: Callable[[], None], call_soon: Callable[..., Any]) -> None:
+    """Hand `plane`'s C vtable to the gateway: from now on it sees every frame first."""
+    _gateway.attach_dataplane(plane, plane.capsule(), DATAPLANE_CAPSULE.encode(), flush, call_soon)
 CLOSE_SLOW_CONSUMER: int = _gateway.CLOSE_SLOW_CONSUMER
 CLOSE_RATE_LIMITED: int = _gateway.CLOSE_RATE_LIMITED
 CLOSE_IDLE: int = _gateway.CLOSE_IDLE

@@ -18,7 +18,9 @@ Environment variables (the names operators already know from the seed's Docker e
   KEFU_LOG_FORMAT      json (default) or text; KEFU_LOG_LEVEL (default INFO); KEFU_LOG_FILE (default stderr)
   KEFU_SHUTDOWN_GRACE_S  seconds to drain in-flight work on SIGTERM                default 10
   KEFU_CONFIG          a TOML file with any of the fields below (env and flags override it; kefu/settings.py)
-  REDIS_URL, REDIS_PASS, WORKERS  read now, used by the scale-out issues (REDIS_PASS alone is ignored)
+  WORKERS              processes for `kefu serve` (default 1; N > 1: a control process + N gateway workers)
+  KEFU_DATAPLANE       native (default: send/typing/read in Rust) or python (the reference hub path)
+  REDIS_URL, REDIS_PASS  read now, used by the scale-out issues (REDIS_PASS alone is ignored)
   KEFU_RATE_PER_S, KEFU_RATE_BURST, KEFU_REPLAY_LIMIT, KEFU_MAX_PENDING_BYTES, KEFU_IDLE_TIMEOUT_S,
   KEFU_PONG_TIMEOUT_S, KEFU_ACCEPT_TIMEOUT_S, KEFU_AGENT_OFFLINE_GRACE_S   protocol limits (see below)
   KEFU_TRUSTED_PROXIES comma list of proxy IPs/CIDRs whose X-Forwarded-For is believed   default none
@@ -61,6 +63,7 @@ class Config:
     log_level: str = "INFO"
     log_file: str | None = None  # None: stderr (containers, systemd); a file is reopened when rotated
     shutdown_grace_s: float = 10.0
+    dataplane: str = "native"  # "python": every frame through the hub (the reference path)
 
     # Tokens
     visitor_token_ttl_s: int = 2 * 3600
@@ -147,6 +150,7 @@ class Config:
             ("KEFU_SOCKETS_PER_VISITOR", "sockets_per_visitor", int),
             ("KEFU_SOCKETS_PER_ADDRESS", "sockets_per_address", int),
             ("KEFU_SOCKETS_PER_SITE", "sockets_per_site", int), ("KEFU_MAX_QUEUE", "max_queue", int),
+            ("KEFU_DATAPLANE", "dataplane", str),
         ):
             if env.get(key):
                 values[name] = kind(env[key])

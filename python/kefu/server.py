@@ -14,19 +14,18 @@ import secrets
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
-from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
+from picows import ws_create_server
 
 from kefu import auth
-from kefu.auth import Principal, TokenSigner
+from kefu.auth import TokenSigner
 from kefu.backup import lock_data_dir
 from kefu.bus import open_bus
 from kefu.config import Config
+from kefu.handshake import Gateway
 from kefu.http.api import Api, SiteCache
 from kefu.http.guard import SlowClientGuard
 from kefu.metrics import Metrics
@@ -38,8 +37,6 @@ from kefu.tls import ServerTLS, find_pair
 
 log = logging.getLogger("kefu.server")
 
-SUBPROTOCOL_JSON = "kefu.json.v1"
-SUBPROTOCOL_BINARY = "kefu.bin.v1"
 READY_PREFIX = "KEFU READY "
 DEMO_ORIGINS = ("http://localhost:8080", "http://127.0.0.1:8080")
 
@@ -103,53 +100,6 @@ def write_private_file(path: Path, text: str) -> Path:
     return path
 
 
-@dataclass
-class Gateway:
-    """The picows listener factory: authenticates the upgrade before any 101."""
-
-    hub: Hub
-    signer: TokenSigner
-    sites: SiteCache
-
-    def __call__(self, request: WSUpgradeRequest) -> Any:
-        url = urlsplit(request.path.decode("latin-1"))
-        if url.path != "/ws":
-            return None  # 404
-        token = parse_qs(url.query).get("token", [None])[0]
-        principal = self.signer.verify(token)
-        if principal is None:
-            return self._refuse(401, b"missing, invalid or expired token")
-        # An agent token revoked (disabled, role or password changed, logged out) is refused here when
-        # this process knows it; otherwise `hello` checks storage and closes with 1008.
-        if principal.is_staff and self.hub.agent_states.check_cached(principal) is False:
-            return self._refuse(401, b"token revoked")
-        if principal.role == "visitor" and not self._origin_allowed(principal, request.headers.get("Origin")):
-            return self._refuse(403, b"origin not allowed for this site")
-        refused = self.hub.admission.may_connect(principal)
-        if refused is not None:
-            return self._refuse(429, refused.encode())
-        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-        chosen = next((p for p in offered if p in (SUBPROTOCOL_JSON, SUBPROTOCOL_BINARY)), None)
-        if offered and chosen is None:
-            return self._refuse(400, b"supported subprotocols: kefu.json.v1, kefu.bin.v1")
-        listener = self.hub.new_connection(principal, binary=chosen == SUBPROTOCOL_BINARY)
-        if chosen is None:
-            return listener
-        response = WSUpgradeResponse.create_101_response({"Sec-WebSocket-Protocol": chosen})
-        return WSUpgradeResponseWithListener(response, listener)
-
-    def _origin_allowed(self, principal: Principal, origin: str | None) -> bool:
-        if origin is None:
-            return True  # not a browser; the token alone authenticates (docs/protocol.md)
-        site = self.sites.get(principal.site_id)
-        return site is not None and origin in site.allowed_origins
-
-    def _refuse(self, status: int, body: bytes) -> WSUpgradeResponseWithListener:
-        self.hub.metrics.inc(f"kefu_ws_refused_{status}_total")
-        return WSUpgradeResponseWithListener(
-            WSUpgradeResponse.create_error_response(status, body, {"Content-Type": "text/plain"}), None)
-
-
 class Server:
     def __init__(self, config: Config, *, storage: Storage | None = None) -> None:
         self.config = config
@@ -167,9 +117,6 @@ class Server:
     async def start(self) -> None:
         started = time.perf_counter()
         config = self.config
-        if config.workers > 1:
-            log.warning("WORKERS=%d: worker processes arrive with the scale-out work; running one process",
-                        config.workers)
         secret = auth.load_or_create_secret(config.data_dir, config.secret, dev=config.dev)
         signer = TokenSigner(secret)
         self.tls = _load_tls(config)
@@ -179,7 +126,7 @@ class Server:
         self.storage.commit_observer = self.metrics.storage_committed
         await self.storage.open()
         await bootstrap(self.storage, config)
-        sites = SiteCache(self.storage)
+        sites = self.site_cache()
         await sites.reload()
         bus = open_bus(config.redis_url)
         router = TimedRoutingEngine(RoutingConfig(accept_timeout_s=config.accept_timeout_s,
@@ -189,16 +136,7 @@ class Server:
         self.hub = Hub(config, self.storage, bus, router, self.metrics,
                        sentiment=load_sentiment(config))
         await self.hub.start()
-        self._ws_server = await ws_create_server(
-            Gateway(self.hub, signer, sites), config.host, config.ws_port,
-            websocket_handshake_timeout=config.handshake_timeout_s,
-            max_frame_size=config.max_message_size,
-            # 1 KiB initial read buffer and the loop's own transport: ~9 KB per idle connection
-            # instead of ~28 KB (docs/design.md, memory per idle connection). No per-connection ping task:
-            # the hub's sweeper pings idle connections in one timer.
-            read_buffer_init_size=1024, use_aiofastnet=False, enable_auto_ping=False,
-            reuse_port=config.workers > 1, backlog=4096, ssl=ssl_context)
-        self.ws_port = self._ws_server.sockets[0].getsockname()[1]
+        await self.start_gateway(signer, sites, ssl_context)
         if not config.public_ws_url:
             self.config = config = config.replace(ws_port=self.ws_port)
             self.hub.config = config
@@ -216,6 +154,24 @@ class Server:
         self.http_port = self._http_server.sockets[0].getsockname()[1]
         elapsed = time.perf_counter() - started
         self.metrics.gauge("kefu_start_seconds", "server start() to ready, in seconds", lambda: elapsed)
+
+    def site_cache(self) -> SiteCache:
+        return SiteCache(self.storage)
+
+    async def start_gateway(self, signer: TokenSigner, sites: SiteCache, ssl_context: Any = None) -> None:
+        """Listen for WebSockets in this process (worker processes replace this: kefu.workers)."""
+        assert self.hub is not None
+        config = self.config
+        self._ws_server = await ws_create_server(
+            Gateway(self.hub, signer, sites), config.host, config.ws_port,
+            websocket_handshake_timeout=config.handshake_timeout_s,
+            max_frame_size=config.max_message_size,
+            # 1 KiB initial read buffer and the loop's own transport: ~9 KB per idle connection
+            # instead of ~28 KB (docs/design.md, memory per idle connection). No per-connection ping task:
+            # the hub's sweeper pings idle connections in one timer.
+            read_buffer_init_size=1024, use_aiofastnet=False, enable_auto_ping=False,
+            backlog=4096, ssl=ssl_context)
+        self.ws_port = self._ws_server.sockets[0].getsockname()[1]
 
     def ready_line(self) -> str:
         host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
@@ -270,6 +226,11 @@ def load_sentiment(config: Config) -> Any:
 
 
 async def serve(config: Config) -> None:
+    if config.workers > 1:
+        from kefu.workers.supervisor import serve_with_workers
+
+        await serve_with_workers(config)
+        return
     lock = lock_data_dir(config.data_dir)  # one server per data directory; `kefu restore` waits for it
     try:
         server = Server(config)

@@ -53,7 +53,8 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         self.http_port = self.http_port or free_port()
         self.ws_port = self.ws_port or free_port()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
+        # One process unless a test asks for workers (WORKERS in its env).
+        env = {"WORKERS": "1", **os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kefu.cli", "--data-dir", str(self.data_dir), "serve", "--dev",
              "--http-port", str(self.http_port), "--ws-port", str(self.ws_port), "--log-level", "WARNING", *self.args],

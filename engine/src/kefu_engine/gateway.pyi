@@ -19,6 +19,11 @@ def configure(
     frame_error: type[Exception],
 ) -> None: ...
 
+def attach_dataplane(owner: Any, capsule: Any, capsule_name: bytes, flush: Callable[[], None],
+                     call_soon: Callable[..., Any]) -> None: ...
+def detach_dataplane() -> None: ...
+def write_deliveries() -> None: ...
+
 @final
 class Limits:
     max_message_size: int
@@ -48,6 +53,7 @@ class Connection(WSListener):
     frames_in: int
     frames_out: int
     frames_refused: int
+    slot: int
     @property
     def paused(self) -> bool: ...
     def __init__(self, hub: Any, principal: Any, binary: bool, limits: Limits) -> None: ...

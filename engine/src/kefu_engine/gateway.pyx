@@ -20,6 +20,13 @@ there (writing into it corrupted both: a 64 KiB frame announced 9.2e18 bytes). p
 which a later send on the same socket overwrites while the socket is backed up. `send_to_all` copies
 each encoding once and reuses that buffer for every subscriber (the header is the same for all).
 
+The data plane (issue 11): when `attach_dataplane` has handed over the native data plane's C vtable,
+every complete frame of a greeted connection first goes to it, as a pointer and a length, with the
+connection's slot number. It takes `send` and `typing` (and answers them later, in native code), or
+declines, and then the frame takes the path above to the hub. What it wants written comes back as
+deliveries (slot list + both encodings, each after HEADROOM spare bytes it owns) that
+`_write_deliveries` hands to the transports: no Python object is made per frame on that path.
+
 This module imports no other Kefu module: the binary codec and the JSON encoder are injected with
 `configure()` by `kefu.compiled`, the one place that wires compiled modules together.
 """
@@ -27,8 +34,10 @@ This module imports no other Kefu module: the binary codec and the JSON encoder 
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.stdint cimport uint64_t
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 import time
@@ -51,6 +60,129 @@ CLOSE_REVOKED = 1008
 cdef enum:
     _HEADROOM = 14
 HEADROOM = _HEADROOM
+
+
+# --- the native data plane (kefu._native.DataPlane's capsule; layout = its DataPlaneVtable) -------
+
+ctypedef int (*dp_handle_t)(void*, uint32_t, const char*, size_t, int, double, double) noexcept nogil
+ctypedef size_t (*dp_take_t)(void*) noexcept nogil
+ctypedef void (*dp_get_t)(void*, size_t, const uint32_t**, size_t*, char**, size_t*, char**, size_t*) noexcept nogil
+ctypedef void (*dp_clear_t)(void*) noexcept nogil
+ctypedef size_t (*dp_queued_t)(void*) noexcept nogil
+
+ctypedef struct DataPlaneVtable:
+    void* ctx
+    dp_handle_t handle
+    dp_take_t take
+    dp_get_t get
+    dp_clear_t clear
+    dp_queued_t queued
+
+cdef DataPlaneVtable* _dp = NULL
+cdef object _dp_owner = None      # keeps the DataPlane (the vtable's ctx) and its capsule alive
+cdef object _dp_flush = None      # Python: carry queued records to storage (once per batch)
+cdef object _call_soon = None
+cdef bint _dp_flush_scheduled = False
+cdef bint _dp_writing = False
+# slot → Connection (None when free): the data plane names connections by slot.
+cdef list _slots = []
+cdef list _free_slots = []
+
+
+cdef inline double _clock(int clock_id) noexcept:
+    cdef timespec ts
+    clock_gettime(clock_id, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+def attach_dataplane(owner, capsule, bytes capsule_name, flush, call_soon):
+    """Route frames through the native data plane: `capsule` holds its vtable (named
+    `capsule_name`), `owner` is kept alive with it; `flush()` is scheduled with `call_soon` once
+    per batch of frames that queued records for a Python-side writer."""
+    global _dp, _dp_owner, _dp_flush, _call_soon, _dp_flush_scheduled
+    cdef DataPlaneVtable* vtable = <DataPlaneVtable*>PyCapsule_GetPointer(capsule, capsule_name)
+    _dp_owner = (owner, capsule, capsule_name)
+    _dp_flush = flush
+    _call_soon = call_soon
+    _dp_flush_scheduled = False
+    _dp = vtable
+
+
+def detach_dataplane():
+    """Back to the Python path for every frame (shutdown, tests)."""
+    global _dp, _dp_owner, _dp_flush, _call_soon
+    _dp = NULL
+    _dp_owner = _dp_flush = _call_soon = None
+
+
+def write_deliveries():
+    """Write what the data plane produced outside a frame (after commits were reported to it)."""
+    if _dp != NULL:
+        _write_deliveries()
+
+
+cdef int _write_deliveries() except -1:
+    # Not re-entrant: the slot pointers point into the data plane's reading buffer, which another
+    # `take` could move. A nested call (a callback of a send) leaves its deliveries for the next one.
+    global _dp_writing
+    if _dp_writing:
+        return 0
+    # Held locally: a detach during a send's callback must not free the data plane under the loop.
+    cdef DataPlaneVtable* dp = _dp
+    owner = _dp_owner
+    _dp_writing = True
+    try:
+        _write_taken(dp, dp.take(dp.ctx))
+    finally:
+        _dp_writing = False
+    return 0
+
+
+cdef int _write_taken(DataPlaneVtable* dp, size_t count) except -1:
+    cdef size_t i, k, slot_count, json_len, binary_len
+    cdef const uint32_t* slots
+    cdef char* json_ptr
+    cdef char* binary_ptr
+    cdef uint32_t slot
+    cdef Py_ssize_t slot_limit
+    cdef object entry
+    cdef Connection conn
+    try:
+        for i in range(count):
+            dp.get(dp.ctx, i, &slots, &slot_count, &json_ptr, &json_len, &binary_ptr, &binary_len)
+            for k in range(slot_count):
+                slot = slots[k]
+                slot_limit = len(_slots)
+                if slot >= <size_t>slot_limit:
+                    continue
+                entry = _slots[slot]
+                if entry is None:
+                    continue
+                conn = <Connection>entry
+                if conn.binary:
+                    if binary_len:
+                        conn._send_ptr(binary_ptr, binary_len)
+                elif json_len:
+                    conn._send_ptr(json_ptr, json_len)
+    finally:
+        dp.clear(dp.ctx)
+    return 0
+
+
+cdef int _after_dataplane() except -1:
+    global _dp_flush_scheduled
+    _write_deliveries()
+    if not _dp_flush_scheduled and _dp.queued(_dp.ctx) > 0:
+        _dp_flush_scheduled = True
+        _call_soon(_run_flush)
+    return 0
+
+
+def _run_flush():
+    global _dp_flush_scheduled
+    _dp_flush_scheduled = False
+    if _dp_flush is not None:
+        _dp_flush()
 
 
 def configure(decode_binary, encode_binary, json_loads, json_dumps, frame_error):
@@ -117,6 +249,8 @@ cdef class Connection(WSListener):
     cdef readonly uint64_t frames_in
     cdef readonly uint64_t frames_out
     cdef readonly uint64_t frames_refused
+    # Index in the gateway's slot table while connected (the data plane's name for it), else -1.
+    cdef readonly int slot
 
     def __init__(self, hub, principal, bint binary, Limits limits):
         self.hub = hub
@@ -126,8 +260,9 @@ cdef class Connection(WSListener):
         self.subscriptions = set()
         self.state = None
         self._fragments = None
+        self.slot = -1
         self._tokens = limits.burst
-        self._refilled_at = _monotonic()
+        self._refilled_at = _clock(CLOCK_MONOTONIC)
         self.last_rx = self._refilled_at
 
     @property
@@ -138,12 +273,24 @@ cdef class Connection(WSListener):
 
     cpdef on_ws_connected(self, WSTransport transport):
         self.transport = transport
+        if _free_slots:
+            self.slot = _free_slots.pop()
+            _slots[self.slot] = self
+        else:
+            self.slot = len(_slots)
+            _slots.append(self)
         self.hub.on_connected(self)
 
     cpdef on_ws_disconnected(self, WSTransport transport):
         self.closed = True
         self._fragments = None
-        self.hub.on_disconnected(self)
+        try:
+            self.hub.on_disconnected(self)
+        finally:
+            if self.slot >= 0:
+                _slots[self.slot] = None
+                _free_slots.append(self.slot)
+                self.slot = -1
 
     cpdef pause_writing(self):
         self._paused = True
@@ -159,7 +306,7 @@ cdef class Connection(WSListener):
             # Closed by us (revoked, protocol error, slow consumer): frames the client had already
             # sent, still in the read buffer, are not acted upon.
             return
-        self.last_rx = _monotonic()
+        self.last_rx = _clock(CLOCK_MONOTONIC)
         self.ping_outstanding = False
         if msg_type == WSMsgType.CLOSE:
             transport.send_close(frame.get_close_code(), frame.get_close_message())
@@ -226,6 +373,11 @@ cdef class Connection(WSListener):
                 self.send_error("rate_limited", "too many frames; slow down", None)
             return
         self._rate_violations = 0
+        if _dp != NULL and self.slot >= 0 and msg_type == (WSMsgType.BINARY if self.binary else WSMsgType.TEXT):
+            if _dp.handle(_dp.ctx, <uint32_t>self.slot, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload),
+                          self.binary, _clock(CLOCK_REALTIME), self.last_rx):
+                _after_dataplane()
+                return
         if self.binary:
             if msg_type != WSMsgType.BINARY:
                 self.send_error("bad_frame", "kefu.bin.v1 carries binary frames only", None)
@@ -258,9 +410,14 @@ cdef class Connection(WSListener):
     cdef inline bint _send_framed(self, bytearray framed):
         """Queue one encoded frame held after `HEADROOM` spare bytes; close the connection instead
         of buffering past the bound."""
-        if self.closed or self.transport is None or framed is None:
+        if framed is None:
             return False
-        cdef Py_ssize_t size = PyByteArray_GET_SIZE(framed) - _HEADROOM
+        return self._send_ptr(PyByteArray_AS_STRING(framed) + _HEADROOM, PyByteArray_GET_SIZE(framed) - _HEADROOM)
+
+    cdef bint _send_ptr(self, char* payload, Py_ssize_t size):
+        """Queue `size` bytes at `payload`, which has `HEADROOM` writable bytes in front of it."""
+        if self.closed or self.transport is None:
+            return False
         if size > self.limits.max_outgoing_size:
             # Inputs are capped so that this cannot happen; if it does, say so rather than leave
             # a silent gap in the client's stream.
@@ -274,8 +431,8 @@ cdef class Connection(WSListener):
                 self.hub.on_slow_consumer(self)
                 self.close(CLOSE_SLOW_CONSUMER, b"slow consumer", graceful=False)
                 return False
-        self.transport.send_reuse_external_bytearray(
-            WSMsgType.BINARY if self.binary else WSMsgType.TEXT, framed, _HEADROOM)
+        self.transport.send_reuse_external_buffer(
+            WSMsgType.BINARY if self.binary else WSMsgType.TEXT, payload, size)
         self.frames_out += 1
         return True
 

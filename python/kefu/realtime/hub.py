@@ -16,6 +16,7 @@ Delivery invariants kept here:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -30,6 +31,7 @@ from kefu.bus import Bus, BusEvent
 from kefu.config import Config
 from kefu.metrics import Metrics
 from kefu.realtime import frames as F
+from kefu.realtime.dataplane import NativeDataPlane
 from kefu.realtime.frames import ProtocolError
 from kefu.realtime.mood import MoodScorer
 from kefu.routing import (
@@ -77,14 +79,42 @@ class ConnState:
     typing_sent: dict[int, float] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
 class ConvRuntime:
-    """What the hub keeps in memory about a conversation it has touched."""
+    """What the hub keeps in memory about a conversation it has touched. With the native data plane,
+    `conv` changes are pushed into its tables and `fanned_seq` is the data plane's (it fans out)."""
 
-    conv: Conversation
-    fanned_seq: int  # highest seq written to live subscribers
-    pending: dict[int, dict[str, Any]] = field(default_factory=dict)  # seq → msg frame, out of order
-    gap_timer: asyncio.TimerHandle | None = None
+    __slots__ = ("_conv", "_fanned_seq", "gap_timer", "native", "pending")
+
+    def __init__(self, conv: Conversation, fanned_seq: int, native: NativeDataPlane | None = None) -> None:
+        self.native = native
+        self._fanned_seq = fanned_seq  # highest seq written to live subscribers (Python path)
+        self.pending: dict[int, dict[str, Any]] = {}  # seq → msg frame, out of order
+        self.gap_timer: asyncio.TimerHandle | None = None
+        self._conv = conv
+        if native is not None:
+            native.conversation(conv, fanned_seq)
+
+    @property
+    def conv(self) -> Conversation:
+        return self._conv
+
+    @conv.setter
+    def conv(self, conv: Conversation) -> None:
+        self._conv = conv
+        if self.native is not None:
+            self.native.conversation(conv, 0)
+
+    @property
+    def fanned_seq(self) -> int:
+        if self.native is not None:
+            seq = self.native.fanned_seq(self._conv.id)
+            if seq is not None:
+                return max(seq, self._fanned_seq)
+        return self._fanned_seq
+
+    @fanned_seq.setter
+    def fanned_seq(self, seq: int) -> None:
+        self._fanned_seq = seq
 
 
 class Hub:
@@ -99,6 +129,8 @@ class Hub:
         self.sentiment = sentiment
         self.moods = MoodTracker()
         self.mood_scorer = MoodScorer(sentiment, self._on_scored) if sentiment is not None else None
+        # Fan-out hook: the gateway's C loop in one process; one record per worker under --workers N.
+        self.send_to_all: Callable[[Iterable[Any], bytes, bytes | None], int] = compiled.send_to_all
         self.limits = compiled.GatewayLimits(
             max_message_size=config.max_message_size, max_pending_bytes=config.max_pending_bytes,
             rate_per_s=config.rate_per_s, burst=config.rate_burst)
@@ -117,6 +149,19 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._epoch = ""
+        # KEFU_DATAPLANE=native: send/typing run in Rust; Python keeps the tables it reads current.
+        self.native: NativeDataPlane | None = None
+        if config.dataplane == "native":
+            self.native = NativeDataPlane(
+                storage, max_text_bytes=config.max_text_bytes, max_cmid_len=config.max_cmid_len,
+                typing_interval_s=config.typing_interval_s, score_visitors=self.mood_scorer is not None)
+            self.native.on_acked = self._native_acked
+            self.native.on_scored = self._native_scored
+            self.native.on_replay_frames = self._native_replay_frames
+            self.native.on_stuck = self._native_stuck
+            for key in ("submitted", "acked", "deduplicated", "failed", "declined", "delivered", "relayed"):
+                metrics.gauge(f"kefu_dataplane_{key}", f"native data plane: frames {key} (since start)",
+                              partial(self._native_stat, key))
         self._handlers: dict[str, Callable[[compiled.Connection, Principal, dict[str, Any]], Any]] = {
             "hello": self._on_hello, "open": self._on_open, "send": self._on_send,
             "typing": self._on_typing, "read": self._on_read, "accept": self._on_accept,
@@ -142,10 +187,14 @@ class Hub:
             self.metrics.gauge("kefu_mood_unscored_total", "visitor messages not scored (backlog full)",
                                lambda: self.mood_scorer.dropped if self.mood_scorer else 0)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        if self.native is not None:
+            self.native.attach()
 
     async def stop(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
+        if self.native is not None:
+            self.native.detach()
         for conn in list(self.connections):
             conn.close(1001, b"server restarting: reconnect after a random 1-5 s delay, then resume")
         for timer in self._offline_timers.values():
@@ -183,6 +232,8 @@ class Hub:
         log.debug("connect %s %s %s", principal.role, principal.id, "bin" if conn.binary else "json")
 
     def on_disconnected(self, conn: compiled.Connection) -> None:
+        if self.native is not None:
+            self.native.connection_gone(conn)
         self.connections.discard(conn)
         principal: Principal = conn.principal
         for conv_id in conn.subscriptions:
@@ -255,8 +306,11 @@ class Hub:
                 raise ProtocolError("not_found", "no such conversation")
             runtime = self.convs.get(conv_id)  # another task may have loaded it meanwhile
             if runtime is None:
-                runtime = self.convs[conv_id] = ConvRuntime(conv, fanned_seq=conv.last_seq)
+                runtime = self.convs[conv_id] = self._new_runtime(conv)
         return runtime
+
+    def _new_runtime(self, conv: Conversation) -> ConvRuntime:
+        return ConvRuntime(conv, fanned_seq=conv.last_seq, native=self.native)
 
     def _can_access(self, principal: Principal, conv: Conversation) -> bool:
         if conv.site_id != principal.site_id:
@@ -281,6 +335,8 @@ class Hub:
     def _subscribe_live(self, conn: compiled.Connection, conv_id: int) -> None:
         conn.subscriptions.add(conv_id)
         self.subscribers.setdefault(conv_id, set()).add(conn)
+        if self.native is not None:
+            self.native.grant(conn, conv_id)
 
     def _drop_subscription(self, conn: compiled.Connection, conv_id: int) -> None:
         for table in (self.subscribers, self.replaying):
@@ -290,6 +346,10 @@ class Hub:
                 if not members:
                     del table[conv_id]
         conn.state.replay_buffers.pop(conv_id, None)
+        if self.native is not None:
+            self.native.revoke(conn, conv_id)
+            if conv_id not in self.replaying:
+                self.native.replaying(conv_id, False)
 
     def _unsubscribe_principal(self, principal_id: str, conv_id: int) -> None:
         for conn in self.by_principal.get(principal_id, ()):
@@ -313,7 +373,7 @@ class Hub:
             targets = tuple(members)  # a send may close a slow consumer and shrink the set
         json_payload = compiled.encode_json(frame)
         binary_payload = compiled.encode_frame(frame) if any(c.binary for c in targets) else None
-        return compiled.send_to_all(targets, json_payload, binary_payload)
+        return self.send_to_all(targets, json_payload, binary_payload)
 
     def _send_to_principal(self, principal_id: str, frame: dict[str, Any]) -> None:
         for conn in tuple(self.by_principal.get(principal_id, ())):
@@ -321,6 +381,9 @@ class Hub:
 
     def _release_in_order(self, runtime: ConvRuntime, frame: dict[str, Any]) -> None:
         """Fan out message frames in seq order: hold early arrivals, release runs, fill stuck gaps."""
+        if self.native is not None:
+            self.native.deliver(frame)  # the data plane keeps the order (and fans out natively)
+            return
         seq = frame["seq"]
         if seq <= runtime.fanned_seq:
             return
@@ -358,6 +421,8 @@ class Hub:
         conn.subscriptions.add(conv_id)
         conn.state.replay_buffers[conv_id] = []
         self.replaying.setdefault(conv_id, set()).add(conn)
+        if self.native is not None:
+            self.native.replaying(conv_id, True)
         limited = False
         try:
             newest = max(runtime.fanned_seq, runtime.conv.last_seq)
@@ -376,10 +441,14 @@ class Hub:
             if message.seq > last_sent:
                 conn.send_frame(self._msg_frame(message))
                 last_sent = message.seq
+        if self.native is not None:
+            self._native_replay_frames(self.native.plane.take_replay_frames())
         buffered = conn.state.replay_buffers.pop(conv_id, [])
         self.replaying.get(conv_id, set()).discard(conn)
         if not self.replaying.get(conv_id):
             self.replaying.pop(conv_id, None)
+            if self.native is not None:
+                self.native.replaying(conv_id, False)
         for frame in buffered:
             if frame.get("t") == "msg":
                 if frame["seq"] <= last_sent:
@@ -387,6 +456,8 @@ class Hub:
                 last_sent = frame["seq"]
             conn.send_frame(frame)
         self.subscribers.setdefault(conv_id, set()).add(conn)
+        if self.native is not None:
+            self.native.grant(conn, conv_id)
         conn.send_frame({"t": "replayed", "conv": conv_id, "last_seq": last_sent, "limited": limited})
 
     def _conv_frame(self, runtime: ConvRuntime, **extra: Any) -> dict[str, Any]:
@@ -415,6 +486,8 @@ class Hub:
             raise ProtocolError("conflict", "hello was already received on this connection")
         resume = F.resume_map(frame)
         conn.state.greeted = True
+        if self.native is not None:
+            self.native.connection(conn, principal)
         return self._hello(conn, principal, resume)
 
     async def _hello(self, conn: compiled.Connection, principal: Principal, resume: dict[int, int]) -> None:
@@ -431,7 +504,7 @@ class Hub:
         for conv in convs:
             runtime = self.convs.get(conv.id)
             if runtime is None:
-                runtime = self.convs[conv.id] = ConvRuntime(conv, fanned_seq=conv.last_seq)
+                runtime = self.convs[conv.id] = self._new_runtime(conv)
             runtimes.append(runtime)
         conn.send_frame({
             "t": "welcome", "who": {"id": principal.id, "role": principal.role}, "epoch": self._epoch,
@@ -465,7 +538,7 @@ class Hub:
         conv, created = await self.storage.open_conversation(principal.site_id, principal.id, tags)
         runtime = self.convs.get(conv.id)
         if runtime is None:
-            runtime = self.convs[conv.id] = ConvRuntime(conv, fanned_seq=conv.last_seq)
+            runtime = self.convs[conv.id] = self._new_runtime(conv)
         for peer in tuple(self.by_principal.get(principal.id, ())):
             if conv.id not in peer.subscriptions:
                 self._subscribe_live(peer, conv.id)
@@ -576,6 +649,46 @@ class Hub:
             message.sender_name, message.text, message.kind, message.meta, result.ts))
         self.metrics.delivery_latency.observe(time.perf_counter() - committed_at)
         return True
+
+    # --- what the native data plane leaves to Python, once per batch ------------------------------
+    def _native_stat(self, key: str) -> float:
+        return self.native.plane.stats()[key] if self.native is not None else 0
+    def _native_acked(self, acked: int, deduplicated: int) -> None:
+        self.metrics.inc("kefu_messages_acked_total", acked)
+        if deduplicated:
+            self.metrics.inc("kefu_messages_deduplicated_total", deduplicated)
+
+    def _native_scored(self, scored: list[tuple[int, str]]) -> None:
+        if self.mood_scorer is not None:
+            self.mood_scorer.submit_many(scored)
+
+    def _native_replay_frames(self, frames: list[tuple[int, bytes]]) -> None:
+        """Live frames of conversations someone is replaying: into their replay buffers, as `_broadcast` does."""
+        for conv_id, payload in frames:
+            replaying = self.replaying.get(conv_id)
+            if replaying:
+                frame = json.loads(payload)
+                for conn in replaying:
+                    conn.state.replay_buffers[conv_id].append(frame)
+
+    def _native_stuck(self, stuck: list[tuple[int, int, int]]) -> None:
+        """Committed messages wait behind a gap in the data plane: fill it from storage after a while."""
+        for conv_id, _fanned, _first in stuck:
+            runtime = self.convs.get(conv_id)
+            if runtime is not None and runtime.gap_timer is None:
+                loop = asyncio.get_running_loop()
+                runtime.gap_timer = loop.call_later(GAP_FILL_DELAY_S, self._schedule_native_gap_fill, runtime)
+
+    def _schedule_native_gap_fill(self, runtime: ConvRuntime) -> None:
+        runtime.gap_timer = None
+        self._spawn(self._fill_native_gap(runtime))
+
+    async def _fill_native_gap(self, runtime: ConvRuntime) -> None:
+        assert self.native is not None
+        for conv_id, fanned, first in self.native.plane.stuck():
+            if conv_id == runtime.conv.id:
+                for message in await self.storage.messages_after(conv_id, fanned, first - 1 - fanned):
+                    self.native.deliver(self._msg_frame(message))
 
     def _on_scored(self, scored: list[tuple[int, str, float]]) -> None:
         """Fold scored visitor messages into their conversations' moods (an EWMA of p_neg); the
@@ -698,6 +811,8 @@ class Hub:
             self._drop_subscription(conn, conv_id)
         if not runtime.pending and conv_id not in self.replaying:
             self.convs.pop(conv_id, None)  # closed: reloaded from storage if someone resumes it
+            if self.native is not None:
+                self.native.conversation_gone(conv_id)
         self.moods.forget(conv_id)
         await self._apply_all(self.router.conversation_closed(conv_id, time.time()))
 

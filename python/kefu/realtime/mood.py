@@ -63,6 +63,17 @@ class MoodScorer:
         self._wakeup.set()
         return True
 
+    def submit_many(self, messages: list[tuple[int, str]]) -> int:
+        """Queue a batch of (conv_id, text) at once (the native data plane's per-batch hand-over);
+        returns how many were queued, the rest are counted as dropped."""
+        room = max(0, self._max_pending - len(self._pending))
+        taken = messages[:room]
+        self.dropped += len(messages) - len(taken)
+        if taken:
+            self._pending.extend(taken)
+            self._wakeup.set()
+        return len(taken)
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:

@@ -1,0 +1,189 @@
+"""The hub's side of the native data plane (docs/architecture.md, "Data plane and control plane").
+
+`NativeDataPlane` owns a `kefu._native.DataPlane` and keeps its tables equal to the hub's decisions
+(who is greeted on which slot, which conversations exist in which state, who is subscribed, who
+is replaying). The gateway runs `send` and `typing` through it without Python; what is left here
+runs once per *batch*:
+
+- With SQLite, records go to the native journal (native/journal) from Rust; its completion eventfd
+  wakes `_pump` once per committed batch, which lets the data plane ack and fan out the batch.
+- With PostgreSQL (asyncpg), `flush` (scheduled by the gateway when records are queued) carries the
+  batch to storage; it still makes one `NewMessage` and one future per record inside the batch loop.
+- `_committed` reports the batch's outcomes to the data plane, which acks and fans out in seq order,
+  then hands visitors' texts to the mood scorer and live frames of replaying conversations to the
+  hub's replay buffers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kefu import compiled
+from kefu.storage.base import AppendResult, NewMessage, NotFound, Storage, StorageError
+from kefu.storage.sqlite import SqliteStorage
+
+if TYPE_CHECKING:
+    from kefu.auth import Principal
+    from kefu.storage.base import Conversation
+
+log = logging.getLogger("kefu.dataplane")
+
+# (token, conv, sender_id, sender_role, sender_name, cmid, kind, text, meta_json, ts)
+Record = tuple[int, int, str, str, "str | None", str, str, str, "str | None", float]
+
+
+class NativeDataPlane:
+    def __init__(self, storage: Storage, *, max_text_bytes: int, max_cmid_len: int, typing_interval_s: float,
+                 score_visitors: bool) -> None:
+        self.storage = storage
+        self.plane = compiled.DataPlane(max_text_bytes=max_text_bytes, max_cmid_len=max_cmid_len,
+                                        typing_interval_s=typing_interval_s, score_visitors=score_visitors)
+        # Set by the hub: called after each batch with what the data plane left for Python.
+        self.on_scored: Callable[[list[tuple[int, str]]], None] = lambda scored: None
+        self.on_replay_frames: Callable[[list[tuple[int, bytes]]], None] = lambda frames: None
+        self.on_stuck: Callable[[list[tuple[int, int, int]]], None] = lambda stuck: None
+        self.on_acked: Callable[[int, int], None] = lambda acked, deduplicated: None
+        self._attached = False
+        self._journal_fd: int | None = None
+
+    def attach(self) -> None:
+        """From now on the gateway gives every frame to the data plane first. Storage is open (the
+        journal needs its schema)."""
+        loop = asyncio.get_running_loop()
+        if isinstance(self.storage, SqliteStorage):
+            self._journal_fd = self.plane.use_journal(self.storage.path, self.storage.synchronous)
+            loop.add_reader(self._journal_fd, self._pump)
+        compiled.attach_dataplane(self.plane, self.flush, loop.call_soon)
+        self._attached = True
+
+    def detach(self) -> None:
+        """Stop taking frames; what was submitted is still written (and its outcomes delivered)."""
+        if self._attached:
+            compiled.detach_dataplane()
+            self._attached = False
+        self.plane.close()
+        if self._journal_fd is not None:
+            asyncio.get_running_loop().remove_reader(self._journal_fd)
+            self._journal_fd = None
+            self._pump()
+
+    def _pump(self) -> None:
+        """The journal committed a batch (eventfd readable): ack, fan out, once for the batch."""
+        acked, deduplicated, _failed = self.plane.pump()
+        if acked:
+            self.on_acked(acked, deduplicated)
+        self._after()
+
+    # --- tables (called by the hub where it decides) ----------------------------------------------
+    def connection(self, conn: compiled.Connection, principal: Principal) -> None:
+        if conn.slot >= 0:
+            self.plane.connection(conn.slot, principal.id, principal.role, principal.name, conn.binary)
+
+    def connection_gone(self, conn: compiled.Connection) -> None:
+        if conn.slot >= 0:
+            self.plane.connection_gone(conn.slot)
+
+    def conversation(self, conv: Conversation, watermark: int) -> None:
+        """State and agent of `conv`; `watermark` (the seq fanned out so far, 0 on updates) only ever
+        raises the data plane's: a stored `last_seq` may already count messages whose outcome is
+        still on its way, and those must still be fanned out."""
+        self.plane.conversation(conv.id, conv.state, conv.agent_id, watermark)
+
+    def conversation_gone(self, conv_id: int) -> None:
+        self.plane.conversation_gone(conv_id)
+
+    def grant(self, conn: compiled.Connection, conv_id: int) -> None:
+        if conn.slot >= 0:
+            self.plane.grant(conn.slot, conv_id)
+
+    def revoke(self, conn: compiled.Connection, conv_id: int) -> None:
+        if conn.slot >= 0:
+            self.plane.revoke(conn.slot, conv_id)
+
+    def replaying(self, conv_id: int, on: bool) -> None:
+        self.plane.replaying(conv_id, on)
+
+    def fanned_seq(self, conv_id: int) -> int | None:
+        return self.plane.fanned_seq(conv_id)
+
+    # --- messages stored by the control plane ---------------------------------------------------
+    def deliver(self, frame: dict[str, Any]) -> None:
+        """Fan out a `msg` frame the hub built (an `open`'s text, a Python-path send, the bus, a gap
+        fill) through the data plane, so one place keeps every conversation's seq order."""
+        sender = frame["from"]
+        meta = frame.get("meta")
+        self.plane.deliver(frame["conv"], frame["seq"], frame["ts"], sender["id"], sender["role"],
+                           sender.get("name"), frame["cmid"], frame["kind"], frame["text"],
+                           json.dumps(meta, ensure_ascii=False, separators=(",", ":")) if meta else None)
+        self._after()
+
+    # --- the Python-side writer (seam 1 for asyncpg, and SQLite until the journal lands) ---------
+    def flush(self) -> None:
+        records: list[Record] = self.plane.take_records()
+        if not records:
+            return
+        batch = _Batch(self, len(records))
+        for token, conv, sender_id, role, name, cmid, kind, text, meta_json, _ts in records:
+            message = NewMessage(conv=conv, cmid=cmid, sender_id=sender_id, sender_role=role,  # type: ignore[arg-type]
+                                 sender_name=name, text=text, kind=kind,
+                                 meta=json.loads(meta_json) if meta_json else {})
+            try:
+                future = self.storage.submit_message(message)
+            except (ValueError, StorageError):  # nothing stored: the sender gets `unavailable`
+                batch.done(token, conv, None, "failed")
+                continue
+            future.add_done_callback(lambda f, token=token, conv=conv: batch.settled(token, conv, f))
+
+    def _committed(self, outcomes: list[tuple[int, int, int, float, str]]) -> None:
+        self.plane.on_outcomes(outcomes)
+        acked = sum(1 for outcome in outcomes if outcome[4] in ("created", "duplicate"))
+        self.on_acked(acked, sum(1 for outcome in outcomes if outcome[4] == "duplicate"))
+        self._after()
+
+    def _after(self) -> None:
+        """Write what the data plane produced and give Python its share, once per batch."""
+        compiled.write_deliveries()
+        frames = self.plane.take_replay_frames()
+        if frames:
+            self.on_replay_frames(frames)
+        scored = self.plane.take_scored()
+        if scored:
+            self.on_scored(scored)
+        stuck = self.plane.stuck()
+        if stuck:
+            self.on_stuck(stuck)
+
+
+class _Batch:
+    """Collects one flush's outcomes and reports them together."""
+
+    __slots__ = ("link", "outcomes", "remaining")
+
+    def __init__(self, link: NativeDataPlane, size: int) -> None:
+        self.link = link
+        self.remaining = size
+        self.outcomes: list[tuple[int, int, int, float, str]] = []
+
+    def settled(self, token: int, conv: int, future: asyncio.Future[AppendResult]) -> None:
+        if future.cancelled():
+            self.done(token, conv, None, "failed")
+            return
+        error = future.exception()
+        if error is None:
+            result = future.result()
+            self.done(token, conv, result, "created" if result.created else "duplicate")
+        else:
+            if not isinstance(error, NotFound):
+                log.error("storing a message failed", exc_info=error)
+            self.done(token, conv, None, "not_found" if isinstance(error, NotFound) else "failed")
+
+    def done(self, token: int, conv: int, result: AppendResult | None, status: str) -> None:
+        seq, ts = (result.seq, result.ts) if result is not None else (0, 0.0)
+        self.outcomes.append((token, conv, seq, ts, status))
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.link._committed(self.outcomes)

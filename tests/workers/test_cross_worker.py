@@ -1,0 +1,91 @@
+"""A visitor and its agent on different worker processes: routing, presence, ordered gap-free delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from kefu_client import Api, Client
+from test_delivery import agent_session
+from workers_client import WorkersServer, on_worker
+
+
+async def pinned_pair(api: Api, agent_url: str, visitor_url: str, *, binary_agent: bool = False,
+                      binary_visitor: bool = False) -> tuple[Client, Client, int, dict]:
+    """An agent on one worker, a visitor on another; the router (in the control process) assigns the
+    visitor's conversation to that agent: presence crossed the process boundary."""
+    skill = f"test/{uuid.uuid4().hex[:10]}"
+    login = await agent_session(api, capacity=50, skills={skill: 1.0})
+    agent = await Client.connect(on_worker(login, agent_url), binary=binary_agent)
+    visitor = await Client.connect(on_worker(await api.visitor(), visitor_url), binary=binary_visitor)
+    await visitor.send({"t": "open", "text": "hello from another worker", "tags": [skill]})
+    conv = (await visitor.expect("conv"))["conv"]
+    assigned = await agent.expect("conv", conv=conv)
+    assert assigned["state"] == "assigned" and assigned["agent"] == login["agent_id"]
+    await agent.send({"t": "accept", "conv": conv})
+    return visitor, agent, conv, login
+
+
+async def test_workers_listen_on_their_own_ports_in_test_mode(workers_server: WorkersServer) -> None:
+    urls = workers_server.worker_urls()
+    assert len(urls) == 2 and urls[0] != urls[1]
+    assert sorted(workers_server.worker_pids()) == [0, 1]
+
+
+async def test_visitor_and_agent_on_different_workers_get_ordered_gap_free_delivery(
+        workers_server: WorkersServer) -> None:
+    api = Api(workers_server)
+    first, second = workers_server.worker_urls()
+    visitor, agent, conv, _ = await pinned_pair(api, agent_url=first, visitor_url=second,
+                                                binary_visitor=True)
+    assert (await agent.expect("msg", conv=conv))["seq"] == 1
+    for n in range(50):
+        sender = visitor if n % 2 else agent
+        await sender.send({"t": "send", "conv": conv, "cmid": f"m{n}", "text": f"message {n}"})
+    seen: dict[str, list[int]] = {"visitor": [], "agent": []}
+    for name, client in (("visitor", visitor), ("agent", agent)):
+        while len(seen[name]) < 50:
+            frame = await client.recv(10)
+            if frame["t"] == "msg" and frame["conv"] == conv:
+                seen[name].append(frame["seq"])
+    # Both sides see every message of both workers, in one seq order, without gaps.
+    assert seen["visitor"] == seen["agent"] == list(range(2, 52))
+    for client in (visitor, agent):
+        await client.close()
+
+
+async def test_typing_and_read_cross_workers(workers_server: WorkersServer) -> None:
+    api = Api(workers_server)
+    first, second = workers_server.worker_urls()
+    visitor, agent, conv, _ = await pinned_pair(api, agent_url=second, visitor_url=first)
+    await visitor.send({"t": "typing", "conv": conv, "on": True})
+    assert (await agent.expect("typing", conv=conv))["on"] is True
+    await agent.expect("msg", conv=conv, seq=1)
+    await agent.send({"t": "read", "conv": conv, "seq": 1})
+    assert (await visitor.expect("read", conv=conv))["seq"] == 1
+
+
+async def test_hostile_frames_through_a_worker_get_error_frames(workers_server: WorkersServer) -> None:
+    api = Api(workers_server)
+    visitor = await Client.connect(on_worker(await api.visitor(), workers_server.worker_urls()[1]))
+    await visitor.ws.send("{not json")
+    assert (await visitor.expect("error"))["code"] == "bad_frame"
+    await visitor.send({"t": "send", "conv": 999_999, "cmid": "x", "text": "to a stranger"})
+    assert (await visitor.expect("error"))["code"] == "not_found"
+    await visitor.send({"t": "ping", "n": 7})
+    assert (await visitor.expect("pong"))["n"] == 7
+    await visitor.close()
+
+
+async def test_an_agent_online_on_two_workers_counts_once(workers_server: WorkersServer) -> None:
+    """Presence is the union over workers: the agent's second connection (other worker) gets the
+    conversation too, and closing one of them does not take the agent offline."""
+    api = Api(workers_server)
+    first, second = workers_server.worker_urls()
+    visitor, agent, conv, login = await pinned_pair(api, agent_url=first, visitor_url=second)
+    agent_elsewhere = await Client.connect(on_worker(login, second))
+    assert any(c["conv"] == conv for c in agent_elsewhere.welcome["convs"])
+    await agent.close()
+    await asyncio.sleep(0.2)
+    await visitor.send({"t": "send", "conv": conv, "cmid": "after-close", "text": "still there?"})
+    assert (await agent_elsewhere.expect("msg", conv=conv, cmid="after-close"))["text"] == "still there?"
