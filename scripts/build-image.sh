@@ -57,7 +57,8 @@ if command -v podman >/dev/null; then
   scripts/make-base-image.sh "$arch" "$build_kind"
   scripts/make-base-image.sh "$arch" runtime
   # docker format: the OCI format has no HEALTHCHECK.
-  nice -n 15 podman build --pull=never --network=none --format docker --platform "linux/$arch" \
+  # No --platform: the FROM lines carry it (the arm64 build stage runs on the build machine).
+  nice -n 15 podman build --pull=never --network=none --format docker \
     --build-arg "BUILD_BASE=localhost/kefu-$build_kind:trixie-$arch" \
     --build-arg "RUNTIME_BASE=localhost/kefu-runtime:trixie-$arch" \
     -f "Dockerfile.$arch" -t "$tag" .

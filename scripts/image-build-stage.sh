@@ -18,7 +18,7 @@ offline=(--disable-pip-version-check --no-cache-dir --no-index)
 
 # Toolchain from Debian packages: baked into the base image on the offline podman path; a docker
 # build from the stock debian:trixie image installs it here.
-need=(rustc cargo gcc libc6-dev python3-dev python3-venv ca-certificates)
+need=(rustc cargo gcc "libc6-dev:$(dpkg --print-architecture)" python3-dev python3-venv ca-certificates)
 if [ "$mode" = aarch64 ]; then
   need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross libstd-rust-dev:arm64 libpython3.13-dev:arm64)
 fi

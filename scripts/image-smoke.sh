@@ -36,7 +36,7 @@ if [ "$arch" = arm64 ] && [ "$(uname -m)" != aarch64 ]; then
   emulation=(--security-opt mask=/sys/devices/system/cpu)
 fi
 started=$(date +%s)
-podman run -d --name "$name" --network=host "${emulation[@]}" \
+podman run -d --name "$name" --network=host "${emulation[@]+"${emulation[@]}"}" \
   -e DB_HOST=127.0.0.1 -e DB_NAME="$database" -e REDIS_PASS=not-used-yet \
   -e KEFU_HTTP_PORT="$http_port" -e KEFU_WS_PORT="$ws_port" \
   -v "$work/ssl:/app/certs:ro" "$image" >/dev/null
@@ -50,8 +50,12 @@ echo "container ready after $(( $(date +%s) - started )) s; arch $(podman image 
 site_key=$(podman logs "$name" 2>&1 | sed -n 's/.*site key : \([^ ]*\).*/\1/p')
 password=$(podman logs "$name" 2>&1 | sed -n "s/.*username 'admin', password '\([^']*\)'.*/\1/p")
 "$python" scripts/image_smoke.py "https://127.0.0.1:$http_port" "$site_key" "$password" "$work/ssl/fullchain.pem"
-podman healthcheck run "$name" && echo "HEALTHCHECK (kefu health over https): healthy"
-podman logs "$name" 2>&1 | grep -q "REDIS_PASS is set without REDIS_URL" && echo "REDIS_PASS: accepted, logged as unused"
+# `kefu health` is a fresh Python process: under emulation its imports alone take several seconds.
+podman healthcheck run "$name" 2>/dev/null || { echo "HEALTHCHECK failed" >&2; exit 1; }
+echo "HEALTHCHECK (kefu health over https): healthy"
+podman logs "$name" 2>&1 | grep -q "REDIS_PASS is set without REDIS_URL" || { echo "no REDIS_PASS log line" >&2; exit 1; }
+echo "REDIS_PASS: accepted, logged as unused"
 podman stop -t 20 "$name" >/dev/null
-podman logs "$name" 2>&1 | grep -q '"msg": "stopped"' && echo "SIGTERM: graceful stop logged"
+podman logs "$name" 2>&1 | grep -q '"msg": "stopped"' || { echo "no graceful stop" >&2; exit 1; }
+echo "SIGTERM: graceful stop logged"
 echo "smoke $arch passed in $(( $(date +%s) - started )) s"

@@ -96,7 +96,7 @@ async def smoke(base: str, site_key: str, admin_password: str, ca_file: str) -> 
                 for line in (await response.text()).splitlines():
                     if line.startswith("kefu_messages_scored_total "):
                         scored = float(line.split()[1])
-            if scored >= 2:
+            if scored >= 1:
                 break
             await asyncio.sleep(0.2)
         if scored < 1:
