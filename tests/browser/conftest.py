@@ -29,6 +29,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
+sys.path.insert(0, str(Path(__file__).parent))
 
 from kefu_client import Api, ServerProcess, free_port
 
@@ -157,5 +158,15 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
 
 
 @pytest_asyncio.fixture
-async def page(context: BrowserContext) -> Page:
-    return await context.new_page()
+async def page(context: BrowserContext) -> AsyncIterator[Page]:
+    """A page that fails the test on any uncaught script error (of the widget or the faces)."""
+    new_page = await context.new_page()
+    errors = watch_errors(new_page)
+    yield new_page
+    assert not errors, f"uncaught script errors: {errors}"
+
+
+def watch_errors(page: Page) -> list[str]:
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"{error.name}: {error.message}\n{error.stack}"))
+    return errors

@@ -379,6 +379,11 @@ class Hub:
         frame: dict[str, Any] = {"t": "conv", "conv": conv.id, "state": conv.state}
         if conv.agent_id:
             frame["agent"] = conv.agent_id
+            # The visitor's widget shows who is helping; the agent is online when assigned.
+            for agent_conn in self.by_principal.get(conv.agent_id, ()):
+                if agent_conn.principal.name:
+                    frame["agent_name"] = agent_conn.principal.name
+                break
         frame.update({k: v for k, v in extra.items() if v is not None})
         return frame
 
