@@ -6,13 +6,23 @@ console test does not depend on the widget; the widget-to-console test uses the 
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 from kefu_client import Api, Client, ServerProcess
 from playwright.async_api import Page, expect
 
 CONNECTED = ".status[data-state='connected']"
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    """$KEFU_SCREENSHOTS when set (the README's come from
+    `KEFU_SCREENSHOTS=docs/screenshots pytest tests/browser`), else the test's temporary directory."""
+    target = Path(os.environ.get("KEFU_SCREENSHOTS") or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 async def new_agent(api: Api, **fields: Any) -> dict[str, Any]:

@@ -9,11 +9,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import pytest
 from console_helpers import (
     CONNECTED,
     console_login,
     new_agent,
     open_and_accept,
+    screenshot_dir,
     shown_seqs,
     shown_texts,
     visitor_opens,
@@ -21,7 +23,7 @@ from console_helpers import (
 from kefu_client import Api, ServerProcess
 from playwright.async_api import Browser, Page, WebSocketRoute, expect
 
-SCREENSHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
+pytestmark = pytest.mark.timeout(180)  # a real server and browser on a shared, busy machine
 
 
 async def test_console_chats_both_ways_with_typing_and_read_marks_and_keeps_it_over_a_reload(
@@ -145,7 +147,8 @@ async def test_hostile_visitor_text_is_shown_as_literal_text(page: Page, web_ser
     await visitor.close()
 
 
-async def test_chinese_console_and_text(browser: Browser, web_server: ServerProcess, api: Api) -> None:
+async def test_chinese_console_and_text(browser: Browser, web_server: ServerProcess, api: Api,
+                                        tmp_path: Path) -> None:
     context = await browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 800})
     try:
         page = await context.new_page()
@@ -176,8 +179,7 @@ async def test_chinese_console_and_text(browser: Browser, web_server: ServerProc
             return {cjk, shown: ctx.measureText('太好了谢谢').width};
         }""")
         assert widths["cjk"] > 80 and widths["shown"] > 0, widths
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(SCREENSHOTS / "console.png"))
+        await page.screenshot(path=str(screenshot_dir(tmp_path) / "console.png"))
         await visitor.close()
     finally:
         await context.close()
