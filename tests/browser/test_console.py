@@ -208,3 +208,15 @@ async def test_fifty_open_conversations_stay_usable(page: Page, web_server: Serv
     assert re.match(r"^\(\d+\) ", await page.title())  # unread count in the title
     for visitor, _ in visitors:
         await visitor.close()
+
+
+async def test_sign_out_forgets_the_session_in_this_tab(page: Page, web_server: ServerProcess, api: Api) -> None:
+    agent = await new_agent(api)
+    await console_login(page, web_server, agent["username"], agent["password"])
+    assert await page.evaluate("sessionStorage.getItem('kefu.console')") is not None
+    await page.click("#logout")
+    await expect(page.locator("form.login")).to_be_visible()
+    assert await page.evaluate("sessionStorage.getItem('kefu.console')") is None
+    await page.reload()
+    await expect(page.locator("form.login")).to_be_visible()
+    await expect(page.locator(CONNECTED)).to_have_count(0)
