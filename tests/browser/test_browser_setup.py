@@ -41,5 +41,6 @@ async def test_foreign_origin_gets_neither_topics_nor_a_session(page: Page, web_
 
 
 async def test_unknown_site_has_no_topics(api) -> None:
-    status, body = await api.request("GET", "/api/v1/sites/s_nope/topics")
-    assert status == 404 and body["error"] == "not_found"
+    for key in ("s_nope", "x" * 5000, "%00", "..%2F..%2Fetc"):
+        status, body = await api.request("GET", f"/api/v1/sites/{key}/topics")
+        assert status == 404 and body["error"] == "not_found", (key, status, body)

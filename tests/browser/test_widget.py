@@ -35,12 +35,17 @@ class Agent:
     def __init__(self, login: dict[str, Any], client: Client) -> None:
         self.login = login
         self.client = client
-        self.convs: list[int] = []
+        self.convs: list[int] = []  # open ones, closed by the fixture at the end
+        self.taken: set[int] = set()
 
     async def take(self, timeout: float = 15.0) -> int:
         """Waits for the next assigned conversation and accepts it."""
-        frame = await self.client.expect("conv", timeout=timeout, state="assigned")
-        conv = frame["conv"]
+        while True:  # skip the echo of an earlier accept
+            frame = await self.client.expect("conv", timeout=timeout, state="assigned")
+            conv = frame["conv"]
+            if conv not in self.taken:
+                break
+        self.taken.add(conv)
         self.convs.append(conv)
         await self.client.send({"t": "accept", "conv": conv})
         return conv
@@ -116,6 +121,13 @@ async def test_widget_chat_both_ways(page: Page, web_server: ServerProcess, host
     await widget.input.fill("")
     await page.screenshot(path=str(shots / "widget.png"))
 
+    # Markup from the other side is text, never markup (the console's XSS corpus is its own test).
+    payload = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><b>bold</b>'
+    await agent.say(conv, payload, "a-xss")
+    rows = await widget.wait_for(lambda r: r[-1]["text"] == payload, what="the payload as text")
+    assert await page.evaluate("""() => window.__pwned === undefined && !document.querySelector(
+        '[data-kefu-widget]').shadowRoot.querySelector('.log img, .log script, .log b')""")
+
 
 async def test_queue_position_then_assignment(page: Page, web_server: ServerProcess, host, agent_factory) -> None:
     await page.goto(host.embed_page(web_server))
@@ -125,6 +137,32 @@ async def test_queue_position_then_assignment(page: Page, web_server: ServerProc
     agent = await agent_factory("w-queue", name="Carol")
     await agent.take()
     await expect(widget.status).to_have_text("Carol is helping you")
+
+
+async def test_closed_conversation_then_a_new_chat(page: Page, web_server: ServerProcess, host, agent_factory) -> None:
+    agent = await agent_factory("w-close", name="Heidi")
+    await page.goto(host.embed_page(web_server))
+    widget = WidgetPage(page)
+    await widget.start_chat("Ivan")
+    conv = await agent.take()
+    await widget.send("thanks, that is all")
+    await agent.client.expect("msg", conv=conv)
+    await agent.client.send({"t": "close", "conv": conv})
+    agent.convs.remove(conv)
+    await expect(widget.log.locator(".note")).to_have_text("This conversation has ended")
+    await expect(widget.input).to_be_hidden()
+    await page.reload()  # the ended state survives a reload too
+    await expect(widget.log.locator(".note")).to_have_text("This conversation has ended")
+    await widget.again.click()
+    await expect(widget.name).to_have_value("Ivan")  # the visitor is remembered
+    await widget.start.click()
+    second = await agent.take()
+    assert second != conv
+    await widget.send("one more question")
+    message = await agent.client.expect("msg", conv=second)
+    assert message["text"] == "one more question" and message["seq"] == 1
+    rows = await widget.wait_for(lambda r: confirmed(r) == ["one more question"], what="a fresh log")
+    assert rows[0]["seq"] == 1
 
 
 async def test_reload_keeps_history_without_duplicates(page: Page, web_server: ServerProcess, host,
@@ -198,7 +236,7 @@ class SocketCutter:
         await asyncio.sleep(0)
 
 
-async def test_dropped_socket_loses_and_duplicates_nothing(page: Page, web_server: ServerProcess, host,
+async def test_dropped_socket_and_reload_lose_and_duplicate_nothing(page: Page, web_server: ServerProcess, host,
                                                           agent_factory) -> None:
     cutter = SocketCutter()
     await page.route_web_socket(re.compile(r"/ws(\?|$)"), cutter.route)
@@ -226,6 +264,13 @@ async def test_dropped_socket_loses_and_duplicates_nothing(page: Page, web_serve
     rows = await widget.messages()
     assert [r["state"] for r in rows if r["seq"] is None] == ["Sending"] * 3
     assert await agent.texts_from_visitor(0.5) == []
+    # A reload while still offline: the unconfirmed messages come back from storage.
+    await page.reload()
+    await widget.open()
+    rows = await widget.wait_for(lambda r: len(r) == 4, what="the outbox after the reload")
+    assert [(r["text"], r["state"]) for r in rows if r["seq"] is None] == [
+        ("acked but the ack was lost", "Sending"), ("typed while offline 1", "Sending"),
+        ("typed while offline 2", "Sending")]
 
     # 3. Back online: everything arrives once, in order, on both sides.
     cutter.refuse = False

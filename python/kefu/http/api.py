@@ -177,7 +177,8 @@ class Api:
 
     async def site_topics(self, request: web.Request) -> web.Response:
         """The widget's topic list (kefu.web.topics); origin-checked like the session endpoint."""
-        site = await self.sites.by_key(request.match_info["key"][:128])
+        key = request.match_info["key"]
+        site = await self.sites.by_key(key) if len(key) <= 128 else None
         if site is None:
             raise ApiError(404, "not_found", "unknown site")
         headers = self._cors(site, request)

@@ -55,6 +55,7 @@
   let S = Object.assign({ visitorId: '', visitorSecret: '', name: '', token: '', tokenExp: 0, wsUrl: '',
                           panelOpen: false }, blank());
   try { Object.assign(S, JSON.parse(localStorage.getItem(KEY) || '{}')); } catch (e) { /* fresh start */ }
+  if (!Array.isArray(S.messages) || !Array.isArray(S.outbox)) Object.assign(S, blank());  // damaged record
   function save() {
     S.messages = S.messages.slice(-MAX_KEPT);
     try { localStorage.setItem(KEY, JSON.stringify(S)); } catch (e) { /* full or blocked: live only */ }
@@ -314,7 +315,8 @@ form.pre button{height:40px}
     if (!S.started || S.state === 'closed') { queueStatus(); return; }  // nothing to keep alive
     attempts++;
     setStatus(T.offline, true);
-    // Full jitter on an exponential base: a restarted server is not hit by every visitor at once.
+    // Exponential base with "equal jitter" (half fixed, half random): a restarted server is not
+    // hit by every visitor at the same moment.
     const cap = Math.min(30000, 500 * 2 ** Math.min(attempts, 6));
     retryTimer = setTimeout(connect, cap / 2 + Math.random() * cap / 2);
   }
@@ -383,7 +385,7 @@ form.pre button{height:40px}
       pongTimer = setTimeout(drop, PONG_MS);
     }, PING_MS);
     save();
-    if (!S.conv) sendFrame(S.topic ? { t: 'open', tags: [S.topic] } : { t: 'open' });
+    if (!S.conv && S.started) sendFrame(S.topic ? { t: 'open', tags: [S.topic] } : { t: 'open' });
     else if (!listed.includes(S.conv) && S.state !== 'closed') S.state = 'closed';
     queueStatus();
     flushOutbox();
@@ -565,6 +567,7 @@ form.pre button{height:40px}
     Object.assign(S, blank(), { epoch: S.epoch });
     save();
     if (ws) { const sock = ws; ws = null; connected = false; sock.close(); }
+    nameIn.value = S.name || '';
     setStatus('');
     loadTopics();
   });
