@@ -761,13 +761,6 @@ class Hub:
         if outcomes:
             self._spawn(self._apply_all(outcomes))
 
-    async def agent_changed(self, agent: Agent) -> None:
-        """An admin changed an agent (skills, capacity, languages…): keep the router's columns current."""
-        if agent.id in self.agents:
-            self.agents[agent.id] = agent
-        if agent.id in self.online_agents and not agent.disabled:
-            await self._apply_all(self.router.agent_updated(_profile(agent), time.time()))
-
     async def set_availability(self, agent_id: str, available: bool) -> bool:
         """An online agent's own switch: away keeps its conversations but is offered no new ones.
         False when the agent has no live session (availability exists only while connected)."""
@@ -778,6 +771,13 @@ class Hub:
         await self._apply_all(self.router.agent_online(_profile(agent), now) if available
                               else self.router.agent_away(agent_id, now))
         return True
+
+    async def agent_changed(self, agent: Agent) -> None:
+        """An admin changed an agent (skills, capacity, languages…): keep the router's columns current."""
+        if agent.id in self.agents:
+            self.agents[agent.id] = agent
+        if agent.id in self.online_agents and not agent.disabled:
+            await self._apply_all(self.router.agent_updated(_profile(agent), time.time()))
 
     def revoke(self, principal_id: str, reason: bytes = b"access revoked") -> int:
         """Close every connection of a principal (agent disabled, password changed)."""
