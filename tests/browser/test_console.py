@@ -206,6 +206,12 @@ async def test_fifty_open_conversations_stay_usable(page: Page, web_server: Serv
     await expect(page.locator(f"#convs li[data-conv='{first_conv}'] .badge")).to_have_text("3")
     assert await page.evaluate("() => [...document.querySelectorAll('#convs li')].every(n => n.__kept === 1)")
     assert re.match(r"^\(\d+\) ", await page.title())  # unread count in the title
+    # After a reload the list is rebuilt in the same order: latest activity first.
+    await page.reload()
+    await expect(page.locator(CONNECTED)).to_be_visible()
+    await expect(page.locator("#convs li")).to_have_count(50)
+    await expect(page.locator("#convs li").first).to_have_attribute("data-conv", str(first_conv))
+    await expect(page.locator("#convs li").last).to_have_attribute("data-conv", str(visitors[1][1]))
     for visitor, _ in visitors:
         await visitor.close()
 

@@ -492,7 +492,7 @@
         h("h2", {}, t("mine")), view.list,
         h("h2", {}, t("queue"), " ", view.queueCount), view.queue),
       view.chat, view.panel, view.toasts]);
-    for (const c of sortedConvs()) renderItem(c);
+    for (const c of sortedConvs().reverse()) renderItem(c);  // each new entry is prepended
     renderChat();
     updateTitle();
     if (!ws) connect();
