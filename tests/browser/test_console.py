@@ -213,7 +213,7 @@ async def test_fifty_open_conversations_stay_usable(page: Page, web_server: Serv
 async def test_sign_out_forgets_the_session_in_this_tab(page: Page, web_server: ServerProcess, api: Api) -> None:
     agent = await new_agent(api)
     await console_login(page, web_server, agent["username"], agent["password"])
-    assert await page.evaluate("sessionStorage.getItem('kefu.console')") is not None
+    await page.wait_for_function("sessionStorage.getItem('kefu.console') !== null")  # saved (debounced)
     await page.click("#logout")
     await expect(page.locator("form.login")).to_be_visible()
     assert await page.evaluate("sessionStorage.getItem('kefu.console')") is None
