@@ -9,11 +9,11 @@ A missing build raises ImportError here: Kefu never falls back to the slow twin 
 from __future__ import annotations
 
 from json import dumps as _json_dumps
-from json import loads as _json_loads
 
 from kefu_engine import gateway as _gateway
 
 from kefu import _native
+from kefu.realtime.frames import decode_json_text as _decode_json_text
 
 NATIVE_VERSION: str = _native.__version__
 
@@ -63,4 +63,4 @@ def encode_json(frame: dict) -> bytes:
 
 
 # The gateway decodes binary frames with the native codec; wiring happens here, at import, once.
-_gateway.configure(decode_frame, encode_frame, _json_loads, encode_json, FrameError)
+_gateway.configure(decode_frame, encode_frame, _decode_json_text, encode_json, FrameError)

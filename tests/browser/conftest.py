@@ -99,8 +99,11 @@ def _kefu_cli(data_dir: Path, *args: str) -> dict:
 
 def seeded_server(tmp_path_factory: pytest.TempPathFactory, origins: list[str], **env: str) -> ServerProcess:
     """A started server whose only site allows `origins` (plus its own address)."""
-    server = ServerProcess(tmp_path_factory.mktemp("kefu-web"), env={"KEFU_RATE_PER_S": "2000",
-                                                                     "KEFU_RATE_BURST": "2000", **env})
+    # Every browser and test client here is 127.0.0.1: the per-address anonymous limits (sessions and
+    # opens per minute, tested in tests/security) would otherwise cap the whole module's tests.
+    server = ServerProcess(tmp_path_factory.mktemp("kefu-web"), env={
+        "KEFU_RATE_PER_S": "2000", "KEFU_RATE_BURST": "2000", "KEFU_SESSIONS_PER_MIN": "100000",
+        "KEFU_OPENS_PER_MIN": "100000", "KEFU_SOCKETS_PER_ADDRESS": "10000", **env})
     server.http_port, server.ws_port = free_port(), free_port()
     own = f"http://127.0.0.1:{server.http_port}"
     args = ["site", "create", "--name", "Browser test site"]

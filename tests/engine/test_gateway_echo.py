@@ -34,6 +34,9 @@ class EchoHub:
     def on_slow_consumer(self, conn) -> None:
         pass
 
+    def on_frame_refused(self, conn, size: int) -> None:
+        self.refused = getattr(self, "refused", 0) + 1
+
     def on_frame(self, conn, frame: dict) -> None:
         self.frames.append(frame)
         conn.send_frame(dict(frame, t="pong") if frame["t"] == "ping" else frame)

@@ -9,11 +9,12 @@ CLOSE_SLOW_CONSUMER: int
 CLOSE_RATE_LIMITED: int
 CLOSE_IDLE: int
 CLOSE_REVOKED: int
+HEADROOM: int
 
 def configure(
     decode_binary: Callable[[bytes], dict[str, Any]],
     encode_binary: Callable[[dict[str, Any]], bytes],
-    json_loads: Callable[[bytes], Any],
+    json_loads: Callable[[str], Any],
     json_dumps: Callable[[dict[str, Any]], bytes],
     frame_error: type[Exception],
 ) -> None: ...
@@ -25,9 +26,11 @@ class Limits:
     rate_per_s: float
     burst: float
     max_rate_violations: int
+    max_outgoing_size: int
     def __init__(
         self, max_message_size: int = 65536, max_pending_bytes: int = 1 << 20,
         rate_per_s: float = 50.0, burst: float = 100.0, max_rate_violations: int = 50,
+        max_outgoing_size: int = 262144,
     ) -> None: ...
 
 class Connection(WSListener):
@@ -44,6 +47,7 @@ class Connection(WSListener):
     ping_sent_at: float
     frames_in: int
     frames_out: int
+    frames_refused: int
     @property
     def paused(self) -> bool: ...
     def __init__(self, hub: Any, principal: Any, binary: bool, limits: Limits) -> None: ...

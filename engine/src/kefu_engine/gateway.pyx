@@ -9,15 +9,26 @@ rate limit, decodes the frame (JSON text for ``kefu.json.v1``, the native binary
 Sending goes the other way: the hub encodes a frame once per format and calls `send_to_all` (one C
 loop over the subscribers) or `Connection.send_frame`. Writes are bounded per connection: once the
 transport asks us to pause, at most ``max_pending_bytes`` more may be queued, then the slow consumer
-is closed (4001). Nothing is ever buffered without limit.
+is closed (4001). Nothing is ever buffered without limit, and no frame larger than
+``max_outgoing_size`` is written.
+
+Why frames are copied into a `bytearray` before sending: picows writes the WebSocket header into the
+``HEADROOM`` bytes *in front of* the payload it is given (send_reuse_external_*), so the payload must
+live in memory we own and may overwrite. An immutable ``bytes`` object has its length and cached hash
+there (writing into it corrupted both: a 64 KiB frame announced 9.2e18 bytes). picows' own copying
+``send`` is not used either: for payloads over 8 KiB it queues a view of its reusable header buffer,
+which a later send on the same socket overwrites while the socket is backed up. `send_to_all` copies
+each encoding once and reuses that buffer for every subscriber (the header is the same for all).
 
 This module imports no other Kefu module: the binary codec and the JSON encoder are injected with
 `configure()` by `kefu.compiled`, the one place that wires compiled modules together.
 """
 
 cimport cython
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t
+from libc.string cimport memcpy
 from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 import time
@@ -35,11 +46,16 @@ CLOSE_SLOW_CONSUMER = 4001
 CLOSE_RATE_LIMITED = 4002
 CLOSE_IDLE = 4003
 CLOSE_REVOKED = 1008
+# Bytes picows needs in front of a payload (its send_reuse_external_bytearray minimum; a server-side
+# header takes at most 2 + 8).
+cdef enum:
+    _HEADROOM = 14
+HEADROOM = _HEADROOM
 
 
 def configure(decode_binary, encode_binary, json_loads, json_dumps, frame_error):
     """Inject the codec: ``decode_binary(bytes) -> dict`` raising ``frame_error(code, msg)`` on bad
-    input, ``encode_binary(dict) -> bytes``, ``json_loads(bytes) -> object`` and
+    input, ``encode_binary(dict) -> bytes``, ``json_loads(str) -> object`` (given strictly decoded UTF-8) and
     ``json_dumps(dict) -> bytes``."""
     global _decode_binary, _encode_binary, _json_loads, _json_dumps, _FrameError
     _decode_binary = decode_binary
@@ -58,12 +74,16 @@ cdef class Limits:
     cdef readonly double rate_per_s
     cdef readonly double burst
     cdef readonly int max_rate_violations
+    cdef readonly Py_ssize_t max_outgoing_size
 
     def __init__(self, Py_ssize_t max_message_size=65536, Py_ssize_t max_pending_bytes=1 << 20,
-                 double rate_per_s=50.0, double burst=100.0, int max_rate_violations=50):
-        if max_message_size <= 0 or max_pending_bytes <= 0 or rate_per_s <= 0 or burst < 1:
+                 double rate_per_s=50.0, double burst=100.0, int max_rate_violations=50,
+                 Py_ssize_t max_outgoing_size=256 * 1024):
+        if (max_message_size <= 0 or max_pending_bytes <= 0 or rate_per_s <= 0 or burst < 1
+                or max_outgoing_size <= 0):
             raise ValueError("limits must be positive")
         self.max_message_size = max_message_size
+        self.max_outgoing_size = max_outgoing_size
         self.max_pending_bytes = max_pending_bytes
         self.rate_per_s = rate_per_s
         self.burst = burst
@@ -96,6 +116,7 @@ cdef class Connection(WSListener):
     cdef Py_ssize_t _pending_bytes
     cdef readonly uint64_t frames_in
     cdef readonly uint64_t frames_out
+    cdef readonly uint64_t frames_refused
 
     def __init__(self, hub, principal, bint binary, Limits limits):
         self.hub = hub
@@ -134,14 +155,26 @@ cdef class Connection(WSListener):
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
         cdef WSMsgType msg_type = frame.msg_type
+        if self.closed:
+            # Closed by us (revoked, protocol error, slow consumer): frames the client had already
+            # sent, still in the read buffer, are not acted upon.
+            return
         self.last_rx = _monotonic()
         self.ping_outstanding = False
         if msg_type == WSMsgType.CLOSE:
             transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
             return
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            # No extension is negotiated (RFC 6455 §5.2): a reserved bit is a protocol error.
+            self.close(WSCloseCode.PROTOCOL_ERROR, b"reserved bits set without an extension")
+            return
         if msg_type == WSMsgType.PING or msg_type == WSMsgType.PONG:
             return  # picows answers pings; any frame counts as liveness
+        if msg_type != WSMsgType.CONTINUATION and self._fragments is not None:
+            # RFC 6455 §5.4: a new data message may not start inside a fragmented one.
+            self.close(WSCloseCode.PROTOCOL_ERROR, b"new message inside a fragmented one")
+            return
         if msg_type == WSMsgType.CONTINUATION:
             if self._fragments is None:
                 self.close(WSCloseCode.PROTOCOL_ERROR, b"continuation without a start")
@@ -156,9 +189,6 @@ cdef class Connection(WSListener):
             msg_type = self._fragment_type
             self._fragments = None
         elif not frame.fin:
-            if self._fragments is not None:
-                self.close(WSCloseCode.PROTOCOL_ERROR, b"new message inside a fragmented one")
-                return
             if frame.payload_size > self.limits.max_message_size:
                 self.close(WSCloseCode.MESSAGE_TOO_BIG, b"message too big")
                 return
@@ -210,7 +240,8 @@ cdef class Connection(WSListener):
                 self.send_error("bad_frame", "kefu.json.v1 carries text frames only", None)
                 return
             try:
-                frame = _json_loads(payload)
+                # Decoded here, strictly: json.loads(bytes) would also accept UTF-16 and UTF-32.
+                frame = _json_loads(payload.decode("utf-8"))
             except (ValueError, RecursionError):
                 self.send_error("bad_frame", "not valid UTF-8 JSON", None)
                 return
@@ -224,32 +255,43 @@ cdef class Connection(WSListener):
 
     # --- sending --------------------------------------------------------------------------------
 
-    cdef inline bint _send_bytes(self, bytes payload):
-        """Queue one encoded frame; close the connection instead of buffering past the bound."""
-        if self.closed or self.transport is None or payload is None:
+    cdef inline bint _send_framed(self, bytearray framed):
+        """Queue one encoded frame held after `HEADROOM` spare bytes; close the connection instead
+        of buffering past the bound."""
+        if self.closed or self.transport is None or framed is None:
             return False
-        cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
+        cdef Py_ssize_t size = PyByteArray_GET_SIZE(framed) - _HEADROOM
+        if size > self.limits.max_outgoing_size:
+            # Inputs are capped so that this cannot happen; if it does, say so rather than leave
+            # a silent gap in the client's stream.
+            self.frames_refused += 1
+            self.hub.on_frame_refused(self, size)
+            self.close(WSCloseCode.MESSAGE_TOO_BIG, b"a frame for you exceeded the server's limit")
+            return False
         if self._paused:
             self._pending_bytes += size
             if self._pending_bytes > self.limits.max_pending_bytes:
                 self.hub.on_slow_consumer(self)
                 self.close(CLOSE_SLOW_CONSUMER, b"slow consumer", graceful=False)
                 return False
-        self.transport.send_reuse_external_buffer(
-            WSMsgType.BINARY if self.binary else WSMsgType.TEXT,
-            PyBytes_AS_STRING(payload), size)
+        self.transport.send_reuse_external_bytearray(
+            WSMsgType.BINARY if self.binary else WSMsgType.TEXT, framed, _HEADROOM)
         self.frames_out += 1
         return True
 
     def send_encoded(self, bytes json_payload, bytes binary_payload):
         """Send a frame already encoded in both formats; picks the one this connection speaks."""
-        return self._send_bytes(binary_payload if self.binary else json_payload)
+        return self._send_framed(_with_headroom(binary_payload if self.binary else json_payload))
 
     def send_frame(self, dict frame):
-        """Encode `frame` in this connection's format and send it."""
-        if self.binary:
-            return self._send_bytes(_encode_binary(frame))
-        return self._send_bytes(_json_dumps(frame))
+        """Encode `frame` in this connection's format and send it. A frame that cannot be encoded
+        (a bug upstream: inputs are validated at the door) becomes an `error` frame, not a 1011."""
+        try:
+            payload = _encode_binary(frame) if self.binary else _json_dumps(frame)
+        except Exception:
+            self.hub.on_frame_refused(self, -1)
+            payload = _encode_binary(_UNENCODABLE) if self.binary else _json_dumps(_UNENCODABLE)
+        return self._send_framed(_with_headroom(payload))
 
     def send_error(self, str code, str message, ref):
         frame = {"t": "error", "code": code, "msg": message}
@@ -274,12 +316,36 @@ cdef class Connection(WSListener):
         self.transport.disconnect(graceful)
 
 
+_UNENCODABLE = {"t": "error", "code": "internal", "msg": "a frame for you could not be encoded"}
+
+
+cdef bytearray _with_headroom(bytes payload):
+    """`payload` copied after `HEADROOM` spare bytes, where picows writes the frame header."""
+    if payload is None:
+        return None
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
+    cdef bytearray framed = PyByteArray_FromStringAndSize(NULL, size + _HEADROOM)
+    memcpy(PyByteArray_AS_STRING(framed) + _HEADROOM, PyBytes_AS_STRING(payload), size)
+    return framed
+
+
 def send_to_all(connections, bytes json_payload, bytes binary_payload):
     """Fan one frame out to many connections: each gets the encoding of its own subprotocol.
-    `binary_payload` may be None when no subscriber speaks kefu.bin.v1. Returns the count sent."""
+    `binary_payload` may be None when no subscriber speaks kefu.bin.v1. Returns the count sent.
+    Each encoding is copied once; every send rewrites the same header in front of it."""
     cdef Connection conn
     cdef Py_ssize_t sent = 0
+    cdef bytearray json_framed = None
+    cdef bytearray binary_framed = None
     for conn in connections:
-        if conn._send_bytes(binary_payload if conn.binary else json_payload):
-            sent += 1
+        if conn.binary:
+            if binary_framed is None:
+                binary_framed = _with_headroom(binary_payload)
+            if conn._send_framed(binary_framed):
+                sent += 1
+        else:
+            if json_framed is None:
+                json_framed = _with_headroom(json_payload)
+            if conn._send_framed(json_framed):
+                sent += 1
     return sent

@@ -61,11 +61,11 @@ class AdminApi:
         }
 
     async def get_site(self, request: web.Request) -> web.Response:
-        admin = self.api._admin(request)
+        admin = await self.api._admin(request)
         return web.json_response(self._site_json(request, await self._own_site(admin)))
 
     async def update_site(self, request: web.Request) -> web.Response:
-        admin = self.api._admin(request)
+        admin = await self.api._admin(request)
         body = await self.api._json(request)
         if set(body) - {"allowed_origins", "routing"}:
             raise ApiError(400, "bad_request", "only 'allowed_origins' and 'routing' can be changed")
@@ -95,7 +95,7 @@ class AdminApi:
         return reply.id
 
     async def create_canned(self, request: web.Request) -> web.Response:
-        admin = self.api._admin(request)
+        admin = await self.api._admin(request)
         body = await self.api._json(request)
         shortcut = self.api._str(body, "shortcut", SHORTCUT_MAX, required=True) or ""
         text = self.api._str(body, "text", CANNED_TEXT_MAX, required=True) or ""
@@ -106,7 +106,7 @@ class AdminApi:
         return web.json_response(canned_json(reply), status=201)
 
     async def update_canned(self, request: web.Request) -> web.Response:
-        admin = self.api._admin(request)
+        admin = await self.api._admin(request)
         reply_id = await self._own_reply(admin, request)
         body = await self.api._json(request)
         shortcut = self.api._str(body, "shortcut", SHORTCUT_MAX)
@@ -121,7 +121,7 @@ class AdminApi:
         return web.json_response(canned_json(reply))
 
     async def delete_canned(self, request: web.Request) -> web.Response:
-        admin = self.api._admin(request)
+        admin = await self.api._admin(request)
         await self.storage.delete_canned_reply(await self._own_reply(admin, request))
         return web.Response(status=204)
 
@@ -129,7 +129,7 @@ class AdminApi:
     async def stats(self, request: web.Request) -> web.Response:
         """A snapshot for the dashboard. Latency histograms come as cumulative bucket counts so the
         page can compute p50/p99 over its own polling interval (differences of two snapshots)."""
-        admin = self.api._admin(request)
+        admin = await self.api._admin(request)
         metrics = self.hub.metrics
         queued = await self.storage.list_conversations(site_id=admin.site_id, states=("queued",), limit=1000)
         return web.json_response({

@@ -37,14 +37,14 @@ class ConsoleApi:
         app.router.add_put("/api/v1/console/availability", self.availability)
         app.router.add_get("/api/v1/conversations/{conv}/visitor", self.visitor_panel)
 
-    def _staff(self, request: web.Request) -> Principal:
-        principal = self.api._bearer(request)
+    async def _staff(self, request: web.Request) -> Principal:
+        principal = await self.api._bearer(request)
         if not principal.is_staff:
             raise ApiError(403, "forbidden", "agents only")
         return principal
 
     async def canned(self, request: web.Request) -> web.Response:
-        principal = self._staff(request)
+        principal = await self._staff(request)
         query = request.query.get("q") or None
         if query is not None and len(query) > 100:
             raise ApiError(400, "bad_request", "'q' is at most 100 characters")
@@ -54,7 +54,7 @@ class ConsoleApi:
 
     async def queue(self, request: web.Request) -> web.Response:
         """Conversations of the caller's site waiting for an agent (metadata only, no messages)."""
-        principal = self._staff(request)
+        principal = await self._staff(request)
         waiting = await self.storage.list_conversations(site_id=principal.site_id, states=("queued",), limit=1000)
         now = time.time()
         entries = []
@@ -68,7 +68,7 @@ class ConsoleApi:
 
     async def colleagues(self, request: web.Request) -> web.Response:
         """The site's enabled agents, for the transfer menu."""
-        principal = self._staff(request)
+        principal = await self._staff(request)
         agents = await self.storage.list_agents(principal.site_id)
         return web.json_response({"agents": [
             {"agent_id": a.id, "name": a.name, "online": a.id in self.hub.online_agents,
@@ -76,7 +76,7 @@ class ConsoleApi:
             for a in agents if not a.disabled]})
 
     async def availability(self, request: web.Request) -> web.Response:
-        principal = self._staff(request)
+        principal = await self._staff(request)
         body = await self.api._json(request)
         status = body.get("status")
         if status not in ("online", "away"):
@@ -87,7 +87,7 @@ class ConsoleApi:
 
     async def visitor_panel(self, request: web.Request) -> web.Response:
         """Who the visitor of a conversation is: profile, tags, location, mood trend, earlier chats."""
-        principal = self._staff(request)
+        principal = await self._staff(request)
         conv_id = self.api._conv_param(request)
         conv = await self.storage.get_conversation(conv_id)
         if conv is None or not self.hub._can_access(principal, conv):

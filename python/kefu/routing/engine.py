@@ -605,6 +605,10 @@ class RoutingEngine:
                     outcomes.append(QueuePosition(conv_id, position, eta))
         return outcomes
 
+    def queued_count(self) -> int:
+        """Conversations waiting in any site's queue (the kefu_queue_length gauge)."""
+        return sum(len(queue) for queue in self._queues.values())
+
     def queue_position(self, conv_id: int) -> tuple[int, float | None] | None:
         conversation = self._conversations.get(conv_id)
         if conversation is None or conversation.queue_key is None:

@@ -195,6 +195,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             $$""",
     ),
     (
+        # Issue 8: agent tokens carry a generation checked on every request; returning visitors
+        # prove themselves with a secret (only its SHA-256 is kept).
+        "ALTER TABLE agents ADD COLUMN token_gen bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE visitors ADD COLUMN secret_hash text",
+    ),
+    (
         """CREATE TABLE canned_replies (
             id bigserial PRIMARY KEY,
             site_id bigint NOT NULL REFERENCES sites(id),
@@ -367,24 +373,26 @@ class PostgresStorage(Storage):
     # --- visitors ----------------------------------------------------------------------------------
     async def upsert_visitor(
         self, site_id: int, visitor_id: str | None, *, name: str | None, lang: str | None,
-        geo: tuple[float, float] | None, tags: tuple[str, ...],
+        geo: tuple[float, float] | None, tags: tuple[str, ...], secret_hash: str | None = None,
+        new_secret_hash: str | None = None,
     ) -> Visitor:
         """Profile fields given as None (and empty `tags`) leave the stored value unchanged."""
         lat, lon = (None, None) if geo is None else (float(geo[0]), float(geo[1]))
         tags_json = dump_json(list(tags)) if tags else None
-        if visitor_id is not None and c.VISITOR_ID_PATTERN.match(visitor_id):
+        # No secret, no returning visitor: the id alone is not a credential.
+        if visitor_id is not None and secret_hash is not None and c.VISITOR_ID_PATTERN.match(visitor_id):
             row = await self._fetchrow(
                 f"UPDATE visitors SET name = coalesce($1, name), lang = coalesce($2, lang), "
                 f"lat = coalesce($3, lat), lon = coalesce($4, lon), tags = coalesce($5::jsonb, tags) "
-                f"WHERE id = $6 AND site_id = $7 RETURNING {VISITOR_COLUMNS}",
-                name, lang, lat, lon, tags_json, visitor_id, site_id)
+                f"WHERE id = $6 AND site_id = $7 AND secret_hash = $8 RETURNING {VISITOR_COLUMNS}",
+                name, lang, lat, lon, tags_json, visitor_id, site_id, secret_hash)
             if row is not None:
                 return c.visitor_from_row(row)
         try:
             row = await self._fetchrow(
-                f"INSERT INTO visitors(id, site_id, name, lang, lat, lon, tags, created_at) "
-                f"VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) RETURNING {VISITOR_COLUMNS}",
-                c.new_visitor_id(), site_id, name, lang, lat, lon, tags_json or "[]", time.time())
+                f"INSERT INTO visitors(id, site_id, name, lang, lat, lon, tags, created_at, secret_hash) "
+                f"VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9) RETURNING {VISITOR_COLUMNS}",
+                c.new_visitor_id(), site_id, name, lang, lat, lon, tags_json or "[]", time.time(), new_secret_hash)
         except StorageError as exc:
             if isinstance(exc.__cause__, asyncpg.ForeignKeyViolationError):
                 raise NotFound(f"site {site_id}") from exc.__cause__
@@ -445,10 +453,10 @@ class PostgresStorage(Storage):
     async def update_agent(self, agent_id: str, **fields: Any) -> Agent:
         c.check_agent_fields(fields)
         columns = c.agent_column_values(fields)
-        assignments = ", ".join(
+        assignments = c.agent_set_clause([
             f"{column} = ${index}{'::jsonb' if column in _JSON_AGENT_COLUMNS else ''}"
             for index, column in enumerate(columns, start=2)
-        ) or "id = id"
+        ], fields)
         row = await self._fetchrow(
             f"UPDATE agents SET {assignments} WHERE id = $1 RETURNING {AGENT_COLUMNS}", agent_id, *columns.values())
         if row is None:
