@@ -75,6 +75,7 @@ async def test_widget_visitor_and_console_agent_chat_both_ways(browser: Browser,
         await console.fill("#composer", "Anything else?")
         await console.press("#composer", "Enter")
         await widget.wait_for(lambda r: len(r) == 4 and r[-1]["text"] == "Anything else?", what="the 4th message")
+        await expect(console.locator("#messages .msg")).to_have_count(4)  # its own msg frame arrived too
         assert await shown_texts(console) == [r["text"] for r in await widget.messages()]
 
         await console.click("#close")
