@@ -6,13 +6,23 @@ console test does not depend on the widget; the widget-to-console test uses the 
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 from kefu_client import Api, Client, ServerProcess
 from playwright.async_api import Page, expect
 
 CONNECTED = ".status[data-state='connected']"
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    """$KEFU_SCREENSHOTS when set (the README's come from
+    `KEFU_SCREENSHOTS=docs/screenshots pytest tests/browser`), else the test's temporary directory."""
+    target = Path(os.environ.get("KEFU_SCREENSHOTS") or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 async def new_agent(api: Api, **fields: Any) -> dict[str, Any]:
@@ -54,3 +64,28 @@ async def shown_seqs(page: Page) -> list[int]:
 
 async def shown_texts(page: Page) -> list[str]:
     return await page.eval_on_selector_all("#messages .msg .text", "nodes => nodes.map(n => n.textContent)")
+
+
+# Each character drawn in the font of the element at `selector`, compared with a private-use
+# character no font has (Chromium draws the missing-glyph box for it) and with a blank: equal
+# pixels mean the character did not render.
+GLYPHS_DRAWN = """([selector, text]) => {
+  const font = getComputedStyle(document.querySelector(selector)).fontFamily;
+  const canvas = Object.assign(document.createElement('canvas'), {width: 40, height: 40});
+  const ctx = canvas.getContext('2d', {willReadFrequently: true});
+  const pixels = (ch) => {
+    ctx.clearRect(0, 0, 40, 40);
+    ctx.font = `28px ${font}`;
+    ctx.fillText(ch, 4, 32);
+    return ctx.getImageData(0, 0, 40, 40).data.join(',');
+  };
+  const missing = pixels('\\uE000');
+  const blank = pixels(' ');
+  return [...text].filter((ch) => { const p = pixels(ch); return p === missing || p === blank; });
+}"""
+
+
+async def undrawn_characters(page: Page, selector: str, text: str) -> list[str]:
+    """The characters of `text` that the font at `selector` cannot draw (empty when all render)."""
+    return await page.evaluate(GLYPHS_DRAWN, [selector, text])
+

@@ -10,11 +10,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from console_helpers import CONNECTED, console_login, new_agent
+import pytest
+from console_helpers import CONNECTED, console_login, new_agent, screenshot_dir
 from kefu_client import Api, ServerProcess
 from playwright.async_api import Browser, Page, expect
 
-SCREENSHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
+pytestmark = pytest.mark.timeout(180)  # a real server and browser on a shared, busy machine
 
 
 async def admin_login(page: Page, server: ServerProcess) -> None:
@@ -26,7 +27,7 @@ async def admin_login(page: Page, server: ServerProcess) -> None:
 
 
 async def test_admin_creates_an_agent_who_logs_in_and_disabling_it_closes_its_console(
-        browser: Browser, page: Page, web_server: ServerProcess) -> None:
+        browser: Browser, page: Page, web_server: ServerProcess, tmp_path: Path) -> None:
     await admin_login(page, web_server)
     username = f"mei-{uuid.uuid4().hex[:6]}"
     form = page.locator("#agent-form")
@@ -54,8 +55,7 @@ async def test_admin_creates_an_agent_who_logs_in_and_disabling_it_closes_its_co
         await expect(console.locator(".who")).to_have_text("韩梅梅")
         await page.reload()
         await expect(row.locator(".agent-status")).to_have_text("online")
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(SCREENSHOTS / "admin.png"), full_page=True)
+        await page.screenshot(path=str(screenshot_dir(tmp_path) / "admin.png"), full_page=True)
 
         await row.locator("[data-action=disable]").click()
         await expect(row.locator(".agent-status")).to_have_text("disabled")

@@ -11,9 +11,12 @@ import sys
 import uuid
 
 import pytest
-from conftest import start_server
 from kefu_client import Api, Client, ServerProcess
 from test_delivery import agent_session, assigned_pair
+
+
+def start_server(tmp_path_factory: pytest.TempPathFactory, **env: str) -> ServerProcess:
+    return ServerProcess(tmp_path_factory.mktemp("kefu"), env=env).start()
 
 
 def second_site_admin(server: ServerProcess) -> tuple[str, str]:

@@ -51,6 +51,7 @@
     if (saveTimer) return;
     saveTimer = setTimeout(() => {
       saveTimer = 0;
+      if (!state.auth) return;  // signed out meanwhile
       const convs = {};
       for (const [id, conv] of Object.entries(state.convs || {})) {
         convs[id] = {...conv, msgs: conv.msgs.slice(-KEEP_MESSAGES), typingUntil: 0};
@@ -437,6 +438,9 @@
 
   function signOut(reason) {
     const message = reason ? t("signed_out", {r: reason}) : "";
+    clearTimeout(saveTimer);
+    saveTimer = 0;
+    clearTimeout(queueTimer);
     sessionStorage.removeItem(STORE_KEY);
     state = {};
     showLogin(message);
@@ -488,7 +492,7 @@
         h("h2", {}, t("mine")), view.list,
         h("h2", {}, t("queue"), " ", view.queueCount), view.queue),
       view.chat, view.panel, view.toasts]);
-    for (const c of sortedConvs()) renderItem(c);
+    for (const c of sortedConvs().reverse()) renderItem(c);  // each new entry is prepended
     renderChat();
     updateTitle();
     if (!ws) connect();
