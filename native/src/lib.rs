@@ -7,6 +7,7 @@
 use pyo3::prelude::*;
 
 mod codec;
+pub mod journal;
 mod queue;
 mod routing;
 mod textfeat;
@@ -15,6 +16,7 @@ mod textfeat;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     codec::register(m)?;
+    journal::register(m)?;
     queue::register(m)?;
     routing::register(m)?;
     textfeat::register(m)?;

@@ -34,6 +34,13 @@ QueueFull = _native.QueueFull
 QueueEmpty = _native.QueueEmpty
 QueueClosed = _native.QueueClosed
 
+# --- durable message writer (native/journal) ----------------------------------------------------
+
+# SQLite group commit from Rust; completions once per batch on an eventfd. Twin: kefu.reference.journal.
+Journal = _native.Journal
+JournalFull = _native.JournalFull
+JournalClosed = _native.JournalClosed
+
 # --- routing scorer (native/routing) --------------------------------------------------------------
 
 score_agents = _native.score_agents
