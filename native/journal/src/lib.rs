@@ -423,8 +423,10 @@ fn open_connection(path: &Path, config: &JournalConfig) -> Result<Connection, Op
         )));
     }
     let level = config.synchronous.level();
+    // foreign_keys OFF on this connection only: the journal reads the message's conversation in the
+    // same transaction before inserting, so SQLite's own parent-key lookup per row would repeat it.
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {level}; PRAGMA foreign_keys = ON; \
+        "PRAGMA synchronous = {level}; PRAGMA foreign_keys = OFF; \
          PRAGMA wal_autocheckpoint = {BACKSTOP_AUTOCHECKPOINT_PAGES}; \
          PRAGMA cache_size = -{WRITER_CACHE_KIB};"
     ))?;
