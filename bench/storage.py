@@ -368,6 +368,21 @@ def report(results: list[Measurement], baseline: Measurement, pg_version: str | 
             f"({group_commit_64.rate:,.0f} vs {baseline.rate:,.0f} msg/s)."
         ),
     ]
+    python_writer = max((r for r in results if "pure-Python writer" in r.label), key=lambda r: r.rate)
+    journal_storage = max((r for r in results if r.label == "SQLite FULL, SqliteStorage (journal)"),
+                          key=lambda r: r.rate)
+    journal_direct = max((r for r in results if r.label == "SQLite FULL, native journal direct"),
+                         key=lambda r: r.rate)
+    lines += [
+        "",
+        (
+            "Native journal vs the pure-Python writer it replaced, same run, SQLite FULL, best row of each: "
+            f"SqliteStorage on the journal **{journal_storage.rate / python_writer.rate:.1f}x** "
+            f"({journal_storage.rate:,.0f} vs {python_writer.rate:,.0f} msg/s), the journal driven directly "
+            f"**{journal_direct.rate / python_writer.rate:.1f}x** ({journal_direct.rate:,.0f} msg/s at "
+            f"{journal_direct.concurrency} appenders)."
+        ),
+    ]
     if pg_note:
         lines += ["", pg_note]
     lines += [
