@@ -320,19 +320,17 @@ pub(crate) fn write_batch(
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         return fail_all(unavailable(&error));
     }
-    let attempt = conn.execute_batch("SAVEPOINT sorted").and_then(|()| {
-        match append_sorted(conn, records, now)? {
-            Some(results) => {
-                conn.execute_batch("RELEASE sorted")?;
-                Ok(results)
-            }
-            None => {
-                // A retry or a closed conversation in the batch: undo, then one record at a time.
-                conn.execute_batch("ROLLBACK TO sorted; RELEASE sorted")?;
-                append_together(conn, records, now)
-            }
+    // No SAVEPOINT around the fast path: pages modified inside a savepoint are first copied to a
+    // sub-journal. The transaction holds nothing but this batch, so undoing means rolling it back.
+    let attempt = match append_sorted(conn, records, now) {
+        Ok(Some(results)) => Ok(results),
+        Ok(None) => {
+            // A retry or a closed conversation in the batch: undo, then one record at a time.
+            conn.execute_batch("ROLLBACK; BEGIN IMMEDIATE")
+                .and_then(|()| append_together(conn, records, now))
         }
-    });
+        Err(error) => Err(error),
+    };
     let results = match attempt {
         Ok(results) => results,
         Err(_) => {
