@@ -4,9 +4,15 @@
 
 For SQLite synchronous=FULL, SQLite synchronous=NORMAL and PostgreSQL (synchronous_commit=on), with 1,
 64 and 1024 concurrent appenders over 100 conversations, each appender loops: append, wait for the
-ack, append again. An ack means committed (group commit: one fsync per batch). The comparison is the
-same SQLite FULL store without group commit, one transaction (one fsync) per message, the way a naive
-server writes. Runs on uvloop like the server. Writes bench/results/storage.md.
+ack, append again. An ack means committed (group commit: one fsync per batch). SQLite rows:
+- `SqliteStorage.append_message`: the server's path, one asyncio future per message, written by the
+  native journal (native/journal);
+- the native journal driven directly (`Journal.submit` + `drain` on its eventfd, no future per
+  message): what a native data plane pays, minus the Python driving it;
+- the pure-Python group-commit writer this replaced (a Python thread running the reference twin's
+  statements, fed by MpmcQueue), measured in the same run for comparison;
+- one transaction (one fsync) per message, the way a naive server writes.
+Runs on uvloop like the server. Writes bench/results/storage.md.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from pathlib import Path
 
 import asyncpg
 import uvloop
+from kefu.compiled import Journal, MpmcQueue, QueueClosed, QueueEmpty
+from kefu.reference.journal import ReferenceJournal
 from kefu.storage import AppendResult, NewMessage, Storage
 from kefu.storage.postgres import PostgresStorage
 from kefu.storage.sqlite import SqliteStorage
@@ -33,17 +41,22 @@ from bench.common import machine_info, write_report
 
 CONVERSATIONS = 100
 CONCURRENCY_LEVELS = (1, 64, 1024)
+JOURNAL_CONCURRENCY_LEVELS = (64, 1024, 4096)
 TEXT = "a customer-service message of typical length, about eighty characters long. 你好"
 
 Append = Callable[[NewMessage], Awaitable[AppendResult]]
 
 
 class Measurement:
-    def __init__(self, label: str, concurrency: int, acked: int, seconds: float, latencies_ns: list[int]):
+    def __init__(self, label: str, concurrency: int, acked: int, seconds: float, latencies_ns: list[int],
+                 cpu_seconds: float):
         self.label = label
         self.concurrency = concurrency
         self.acked = acked
         self.seconds = seconds
+        # CPU time of this whole process (event loop, writer threads) per acked message: unlike msg/s it
+        # hardly depends on how much of the CPUs other jobs took during the run.
+        self.cpu_us = cpu_seconds / acked * 1e6 if acked else float("nan")
         latencies_ns.sort()
         self.p50_ms = latencies_ns[len(latencies_ns) // 2] / 1e6 if latencies_ns else float("nan")
         self.p99_ms = latencies_ns[int(len(latencies_ns) * 0.99)] / 1e6 if latencies_ns else float("nan")
@@ -86,15 +99,15 @@ async def drive(append: Append, conversations: list[tuple[int, str]], concurrenc
     tasks = [asyncio.create_task(appender(worker)) for worker in range(concurrency)]
     await asyncio.sleep(min(0.5, seconds / 4))
     measuring = True
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     await asyncio.sleep(seconds)
     measuring = False
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     stop = True
     await asyncio.gather(*tasks)
-    result = Measurement(label, concurrency, acked, elapsed, latencies)
+    result = Measurement(label, concurrency, acked, elapsed, latencies, cpu)
     print(f"  {label:<42} c={concurrency:<5} {result.rate:>10,.0f} acked/s  p50 {result.p50_ms:7.2f} ms"
-          f"  p99 {result.p99_ms:7.2f} ms", flush=True)
+          f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_us:6.1f} us/msg", flush=True)
     return result
 
 
@@ -128,6 +141,134 @@ class OneTransactionPerAppend:
         self._conn.close()
 
 
+class PythonGroupCommit:
+    """The writer the journal replaced, for the same-run comparison: one Python thread takes every
+    pending append from MpmcQueue, writes them in one transaction with the reference twin's statements
+    (kefu.reference.journal) and wakes the event loop once per batch."""
+
+    def __init__(self, path: Path, synchronous: str):
+        self._journal = ReferenceJournal(path, synchronous)
+        self._queue = MpmcQueue(65_536)
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="bench-python-writer", daemon=True)
+        self._thread.start()
+
+    def append(self, msg: NewMessage) -> asyncio.Future[AppendResult]:
+        future: asyncio.Future[AppendResult] = self._loop.create_future()
+        record = (0, msg.conv, msg.cmid, msg.sender_id, msg.sender_role, msg.sender_name, msg.text, msg.kind, "{}",
+                  None)
+        if not self._queue.try_put((record, future)):
+            raise RuntimeError("bench writer queue full")
+        return future
+
+    def _run(self) -> None:
+        while True:
+            try:
+                items = self._queue.get_many(4096, 1.0)
+            except QueueEmpty:
+                continue
+            except QueueClosed:
+                return
+            outcomes = self._journal.append_batch([record for record, _ in items])
+            self._loop.call_soon_threadsafe(_settle_python_batch, [future for _, future in items], outcomes)
+
+    def close(self) -> None:
+        self._queue.close()
+        self._thread.join()
+        self._journal.close()
+
+
+def _settle_python_batch(futures: list[asyncio.Future[AppendResult]], outcomes: list[tuple]) -> None:
+    for future, (_, _, seq, ts, duplicate, _, _) in zip(futures, outcomes):
+        future.set_result(AppendResult(seq, ts, not duplicate))
+
+
+async def drive_journal(journal: Journal, conversations: list[tuple[int, str]], concurrency: int,
+                        seconds: float, label: str) -> Measurement:
+    """`concurrency` closed-loop appenders on the journal itself: each outcome (drained once per batch
+    when the eventfd fires) immediately submits that appender's next message. No future per message."""
+    loop = asyncio.get_running_loop()
+    started_ns = [0] * concurrency
+    sent = [0] * concurrency
+    latencies: list[int] = []
+    counters = {"acked": 0}
+    state = {"measuring": False, "stop": False}
+
+    def submit(worker: int) -> None:
+        conv, sender = conversations[worker % len(conversations)]
+        sent[worker] += 1
+        started_ns[worker] = time.perf_counter_ns()
+        journal.submit(sent[worker] * concurrency + worker, conv, f"w{worker}-{sent[worker]}", sender, "visitor",
+                       None, TEXT, "text", "{}")
+
+    def on_outcomes() -> None:
+        now = time.perf_counter_ns()
+        for token, _, _, _, _, error, detail in journal.drain():
+            if error is not None:
+                raise RuntimeError(f"journal failed: {error} {detail}")
+            worker = token % concurrency
+            if state["measuring"]:
+                latencies.append(now - started_ns[worker])
+                counters["acked"] += 1
+            if not state["stop"]:
+                submit(worker)
+
+    loop.add_reader(journal.completion_fd, on_outcomes)
+    try:
+        for worker in range(concurrency):
+            submit(worker)
+        await asyncio.sleep(min(0.5, seconds / 4))
+        state["measuring"] = True
+        started, cpu_started = time.perf_counter(), time.process_time()
+        await asyncio.sleep(seconds)
+        state["measuring"] = False
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        state["stop"] = True
+        while journal.in_flight:
+            await asyncio.sleep(0.01)
+    finally:
+        loop.remove_reader(journal.completion_fd)
+    journal.drain()
+    result = Measurement(label, concurrency, counters["acked"], elapsed, latencies, cpu)
+    print(f"  {label:<42} c={concurrency:<5} {result.rate:>10,.0f} acked/s  p50 {result.p50_ms:7.2f} ms"
+          f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_us:6.1f} us/msg", flush=True)
+    return result
+
+
+async def bench_journal(synchronous: str, seconds: float, workdir: Path) -> list[Measurement]:
+    results = []
+    for concurrency in JOURNAL_CONCURRENCY_LEVELS:
+        path = workdir / f"bench-journal-{synchronous}-{concurrency}.db"
+        storage = SqliteStorage(path)  # creates the schema and the rows to write into
+        await storage.open()
+        conversations = await seed(storage)
+        await storage.close()
+        journal = Journal(path, synchronous)
+        try:
+            results.append(await drive_journal(journal, conversations, concurrency, seconds,
+                                               f"SQLite {synchronous}, native journal direct"))
+        finally:
+            journal.close()
+    return results
+
+
+async def bench_python_writer(seconds: float, workdir: Path) -> list[Measurement]:
+    results = []
+    for concurrency in (64, 1024):
+        path = workdir / f"bench-python-writer-{concurrency}.db"
+        storage = SqliteStorage(path)
+        await storage.open()
+        conversations = await seed(storage)
+        await storage.close()
+        writer = PythonGroupCommit(path, "FULL")
+        try:
+            results.append(await drive(writer.append, conversations, concurrency, seconds,
+                                       "SQLite FULL, pure-Python writer (before)"))
+        finally:
+            writer.close()
+    return results
+
+
 async def bench_sqlite(synchronous: str, seconds: float, workdir: Path) -> list[Measurement]:
     results = []
     for concurrency in CONCURRENCY_LEVELS:
@@ -137,7 +278,7 @@ async def bench_sqlite(synchronous: str, seconds: float, workdir: Path) -> list[
         try:
             conversations = await seed(storage)
             results.append(await drive(storage.append_message, conversations, concurrency, seconds,
-                                       f"SQLite {synchronous}, group commit"))
+                                       f"SQLite {synchronous}, SqliteStorage (journal)"))
         finally:
             await storage.close()
     return results
@@ -218,17 +359,33 @@ def report(results: list[Measurement], baseline: Measurement, pg_version: str | 
         "",
         "Versions: " + ", ".join(f"{name} {version}" for name, version in sorted(versions.items())),
         "",
-        "| store | appenders | acked msg/s | p50 append (ms) | p99 append (ms) |",
-        "|---|---:|---:|---:|---:|",
+        "| store | appenders | acked msg/s | p50 append (ms) | p99 append (ms) | process CPU per ack (µs) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in [*results, baseline]:
-        lines.append(f"| {r.label} | {r.concurrency} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} |")
+        lines.append(f"| {r.label} | {r.concurrency} | {r.rate:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+                     f"| {r.cpu_us:.1f} |")
     lines += [
         "",
         (
             f"Group commit vs one transaction per append (SQLite FULL, 64 appenders): "
             f"**{group_commit_64.rate / baseline.rate:.1f}x** the acked throughput "
             f"({group_commit_64.rate:,.0f} vs {baseline.rate:,.0f} msg/s)."
+        ),
+    ]
+    python_writer = max((r for r in results if "pure-Python writer" in r.label), key=lambda r: r.rate)
+    journal_storage = max((r for r in results if r.label == "SQLite FULL, SqliteStorage (journal)"),
+                          key=lambda r: r.rate)
+    journal_direct = max((r for r in results if r.label == "SQLite FULL, native journal direct"),
+                         key=lambda r: r.rate)
+    lines += [
+        "",
+        (
+            "Native journal vs the pure-Python writer it replaced, same run, SQLite FULL, best row of each: "
+            f"SqliteStorage on the journal **{journal_storage.rate / python_writer.rate:.1f}x** "
+            f"({journal_storage.rate:,.0f} vs {python_writer.rate:,.0f} msg/s), the journal driven directly "
+            f"**{journal_direct.rate / python_writer.rate:.1f}x** ({journal_direct.rate:,.0f} msg/s at "
+            f"{journal_direct.concurrency} appenders)."
         ),
     ]
     if pg_note:
@@ -239,6 +396,13 @@ def report(results: list[Measurement], baseline: Measurement, pg_version: str | 
             "Latency is measured by the appender (from the call to the resolved ack) and includes waiting "
             "for the batch in progress; with 1024 appenders it is mostly queueing (Little's law: "
             "appenders / throughput)."
+        ),
+        "",
+        (
+            "Process CPU per ack is the CPU time of the benchmark process (event loop, writer threads, "
+            "checkpointer) during the measured seconds divided by the acked messages; for PostgreSQL the "
+            "server's own CPU is not in it. 1,000,000 / that number is what one fully available core "
+            "would ack per second for that row's work in this process."
         ),
     ]
     return "\n".join(lines)
@@ -251,6 +415,9 @@ async def main(seconds: float, pg_dsn: str) -> None:
         for synchronous in ("FULL", "NORMAL"):
             print(f"SQLite synchronous={synchronous}", flush=True)
             results += await bench_sqlite(synchronous, seconds, Path(workdir))
+            results += await bench_journal(synchronous, seconds, Path(workdir))
+        print("the pure-Python writer the journal replaced", flush=True)
+        results += await bench_python_writer(seconds, Path(workdir))
         print("comparison", flush=True)
         baseline = await bench_baseline(seconds, Path(workdir))
     pg_version, pg_note = None, ""

@@ -7,6 +7,8 @@ command -v cc >/dev/null || need+=(gcc)
 command -v cargo >/dev/null || need+=(cargo rustc)
 python3 -c 'import sysconfig,os,sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")) else 1)' || need+=(python3-dev)
 command -v redis-server >/dev/null || need+=(redis-server)
+# native/journal links the system libsqlite3 (the one Python's sqlite3 module uses), found by pkg-config.
+pkg-config --exists sqlite3 2>/dev/null || need+=(libsqlite3-dev pkg-config)
 # The bench peers: a Go gorilla/websocket hub built offline in GOPATH mode from Debian's sources.
 command -v go >/dev/null || need+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/gorilla/websocket ] || need+=(golang-github-gorilla-websocket-dev)

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 mod codec;
 mod dataplane;
+pub mod journal;
 mod queue;
 mod routing;
 mod shmring;
@@ -18,6 +19,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     codec::register(m)?;
     dataplane::register(m)?;
+    journal::register(m)?;
     queue::register(m)?;
     routing::register(m)?;
     shmring::register(m)?;

@@ -2,8 +2,10 @@
 //!
 //! The fast path (`try_put`/`try_get`, and `put`/`get` when they need not wait) is the kernel's
 //! lock-free ring plus one fence and one atomic load to see whether anybody sleeps. Waiting is the
-//! slow path: spin briefly with the GIL released, then sleep on an [`EventCount`] (a mutex and condvar
-//! touched only by sleepers and by the wakers that find sleepers), waking at least every
+//! slow path: spin briefly with the GIL released (pause instructions, never `sched_yield`: on a
+//! shared core yielding in a loop burns the slice of whoever we wait for), then sleep on an
+//! [`EventCount`] (a mutex and condvar touched only by sleepers and by the wakers that find
+//! sleepers), waking at least every
 //! [`SIGNAL_CHECK_INTERVAL`] to run Python signal handlers so Ctrl-C interrupts a blocked call.
 
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
@@ -42,11 +44,11 @@ const MAX_CAPACITY: usize = 1 << 24;
 /// How long a blocked call sleeps at most before re-taking the GIL to run signal handlers.
 const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Attempts made with `spin_loop` pauses before falling back to yields, then to sleeping: a peer that
-/// is mid-operation usually finishes within this, and sleeping costs two syscalls.
+/// Attempts made with `spin_loop` pauses before sleeping: a peer that is mid-operation usually
+/// finishes within this, and sleeping costs two syscalls. No `yield_now` phase: a consumer waiting
+/// for work (e.g. a writer thread between batches) used to spend as much time in `sched_yield` as in
+/// its real work, on the core the event loop needed.
 const SPIN_ATTEMPTS: u32 = 32;
-/// Attempts made with `yield_now` between the spin phase and sleeping.
-const YIELD_ATTEMPTS: u32 = 4;
 
 /// A sleep/wake-up primitive for the slow path ("eventcount").
 ///
@@ -162,10 +164,9 @@ fn attempt_until<T>(
     until: Instant,
     attempt: &mut impl FnMut() -> Attempt<T>,
 ) -> Option<Attempt<T>> {
-    for round in 0..SPIN_ATTEMPTS + YIELD_ATTEMPTS {
+    for _ in 0..SPIN_ATTEMPTS {
         match attempt() {
-            Attempt::Retry if round < SPIN_ATTEMPTS => std::hint::spin_loop(),
-            Attempt::Retry => std::thread::yield_now(),
+            Attempt::Retry => std::hint::spin_loop(),
             done => return Some(done),
         }
     }

@@ -1,5 +1,6 @@
 """Type stubs for the compiled `kefu._native` module (native/src). Import it only via `kefu.compiled`."""
 
+import os
 from collections.abc import Sequence
 from typing import Any, final
 
@@ -166,6 +167,64 @@ class ShmRing:
         """Up to `max_records` committed records, oldest first, without waiting (the consumer only)."""
     def wait(self, timeout: float) -> None:
         """Sleep, GIL released, until a record is committed; at most `timeout` s (capped at 1 s)."""
+
+# --- durable message writer ---
+
+_JournalOutcome = tuple[int, int, int, float, bool, str | None, str | None]
+"""(token, conv, seq, ts, duplicate, error_code, error_detail): error_code is None on success, else
+"unavailable" (error_detail says why), "not_found" or "conflict" (closed conversation); seq 0 then."""
+
+class JournalFull(Exception):
+    """Raised by `Journal.submit` when `max_pending` records are in flight (the disk does not keep up)."""
+
+class JournalClosed(Exception):
+    """Raised by `Journal.submit` once the journal is closed."""
+
+@final
+class Journal:
+    """The durable writer of one SQLite file holding Kefu's schema (native/journal).
+
+    `submit` never blocks; a writer thread commits everything pending as one transaction (one fsync)
+    and publishes the outcomes once per batch: `completion_fd` (an eventfd) becomes readable, `drain`
+    returns them. Other writers of the same file in this process hold `acquire_write_lock()` …
+    `release_write_lock()` around their transactions.
+    """
+
+    def __new__(
+        cls, path: str | os.PathLike[str], synchronous: str = "FULL", max_batch: int = 4096,
+        max_pending: int = 65536, busy_timeout: float = 5.0,
+    ) -> Journal:
+        """Open and start the writer; OSError when the file or schema is unusable, ValueError for OFF."""
+    def submit(
+        self, token: int, conv: int, cmid: str, sender_id: str, sender_role: str, sender_name: str | None,
+        text: str, kind: str, meta: str, ts: float | None = None,
+    ) -> None:
+        """Queue one message (`meta` is JSON text; `ts` None: commit time). JournalFull, JournalClosed,
+        ValueError for an unknown role."""
+    def drain(self) -> list[_JournalOutcome]:
+        """Every outcome waiting, oldest first."""
+    @property
+    def completion_fd(self) -> int:
+        """The eventfd, readable while outcomes wait; owned by the journal."""
+    def acquire_write_lock(self) -> None:
+        """Wait (GIL released) for the file's in-process write lock."""
+    def release_write_lock(self) -> None:
+        """Release the lock taken by `acquire_write_lock`."""
+    def limit_pages(self, pages: int) -> None:
+        """Apply `PRAGMA max_page_count = pages` to the journal's connection from the next batch on."""
+    def set_commit_fault(self, fail: bool) -> None:
+        """Tests: while true, every batch is rolled back as if COMMIT failed."""
+    @property
+    def commits(self) -> int:
+        """Batches written so far."""
+    @property
+    def in_flight(self) -> int:
+        """Records submitted whose outcome is not published yet."""
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` was called."""
+    def close(self) -> None:
+        """Refuse new records, write and publish the submitted ones, stop the writer. Idempotent."""
 
 # --- routing scorer ---
 

@@ -41,6 +41,13 @@ QueueClosed = _native.QueueClosed
 # Many producers, one consumer; workers <-> control process. Twin: kefu.reference.shmring.
 ShmRing = _native.ShmRing
 
+# --- durable message writer (native/journal) ----------------------------------------------------
+
+# SQLite group commit from Rust; completions once per batch on an eventfd. Twin: kefu.reference.journal.
+Journal = _native.Journal
+JournalFull = _native.JournalFull
+JournalClosed = _native.JournalClosed
+
 # --- routing scorer (native/routing) --------------------------------------------------------------
 
 score_agents = _native.score_agents

@@ -22,6 +22,25 @@ const SELECT_ORIGINAL: &str =
     "SELECT seq, ts FROM messages WHERE conv = ?1 AND sender_id = ?2 AND cmid = ?3";
 const UPDATE_LAST_SEQ: &str = "UPDATE conversations SET last_seq = ?2 WHERE id = ?1";
 
+/// Rows per multi-row INSERT in the fast path, largest first (each size is one cached statement).
+const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+const MESSAGE_COLUMNS: usize = 10;
+
+/// `INSERT … VALUES (…), (…), …` for `rows` rows; duplicates of the idempotency key are skipped.
+fn insert_rows_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO messages(conv, seq, cmid, sender_id, sender_role, sender_name, body, kind, meta, ts) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql.push_str(" ON CONFLICT(conv, sender_id, cmid) DO NOTHING");
+    sql
+}
+
 /// Every statement the writer runs, so that [`prepare_all`] can check the schema at open.
 const STATEMENTS: [&str; 4] = [
     SELECT_CONVERSATION,
@@ -38,6 +57,9 @@ pub(crate) type RecordResult = Result<Appended, AppendError>;
 pub(crate) fn prepare_all(conn: &Connection) -> rusqlite::Result<()> {
     for sql in STATEMENTS {
         conn.prepare_cached(sql)?;
+    }
+    for rows in INSERT_CHUNKS {
+        conn.prepare_cached(&insert_rows_sql(rows))?;
     }
     Ok(())
 }
@@ -124,8 +146,81 @@ fn write_back(conn: &Connection, conv: i64, cursor: &ConvCursor) -> rusqlite::Re
     Ok(())
 }
 
-/// The fast way: every record in the open transaction, one `last_seq` write per conversation. Any
-/// database error aborts it (the caller rolls back and replays with [`append_isolated`]).
+/// The fastest way, when no record of the batch is a retry (the common case): seqs reserved per
+/// conversation in arrival order, rows sorted by (conv, seq) so that consecutive inserts land next to
+/// each other in the b-tree, and written by multi-row INSERTs (one statement step per chunk instead of
+/// one per record). Returns `None` when fewer rows went in than were sent, i.e. some record repeats a
+/// stored (conv, sender_id, cmid): the caller undoes the attempt and takes [`append_together`].
+fn append_sorted(
+    conn: &Connection,
+    records: &[&AppendRecord],
+    now: f64,
+) -> rusqlite::Result<Option<Vec<RecordResult>>> {
+    let mut conversations: HashMap<i64, Option<ConvCursor>> = HashMap::new();
+    let mut results = Vec::with_capacity(records.len());
+    let mut rows: Vec<(i64, i64, usize)> = Vec::with_capacity(records.len()); // (conv, seq, record)
+    for (index, record) in records.iter().enumerate() {
+        let cursor = match conversations.get_mut(&record.conv) {
+            Some(cursor) => cursor,
+            None => conversations
+                .entry(record.conv)
+                .or_insert(load_conversation(conn, record.conv)?),
+        };
+        results.push(match cursor {
+            None => Err(AppendError::NotFound),
+            // Closed: answers depend on what is stored, which is the careful path's business.
+            Some(cursor) if cursor.closed => return Ok(None),
+            Some(cursor) => {
+                cursor.last_seq += 1;
+                cursor.raised = true;
+                rows.push((record.conv, cursor.last_seq, index));
+                Ok(Appended {
+                    seq: cursor.last_seq,
+                    ts: record.ts.unwrap_or(now),
+                    duplicate: false,
+                })
+            }
+        });
+    }
+    rows.sort_unstable();
+    let mut inserted = 0;
+    let mut rest = &rows[..];
+    for size in INSERT_CHUNKS {
+        let mut statement = conn.prepare_cached(&insert_rows_sql(size))?;
+        while rest.len() >= size {
+            let (chunk, tail) = rest.split_at(size);
+            for (row, (conv, seq, index)) in chunk.iter().enumerate() {
+                let record = records[*index];
+                let first = row * MESSAGE_COLUMNS + 1;
+                statement.raw_bind_parameter(first, conv)?;
+                statement.raw_bind_parameter(first + 1, seq)?;
+                statement.raw_bind_parameter(first + 2, &record.cmid)?;
+                statement.raw_bind_parameter(first + 3, &record.sender_id)?;
+                statement.raw_bind_parameter(first + 4, record.sender_role.as_str())?;
+                statement.raw_bind_parameter(first + 5, &record.sender_name)?;
+                statement.raw_bind_parameter(first + 6, &record.text)?;
+                statement.raw_bind_parameter(first + 7, &record.kind)?;
+                statement.raw_bind_parameter(first + 8, &record.meta)?;
+                statement.raw_bind_parameter(first + 9, record.ts.unwrap_or(now))?;
+            }
+            inserted += statement.raw_execute()?;
+            rest = tail;
+        }
+    }
+    if inserted != rows.len() {
+        return Ok(None);
+    }
+    for (conv, cursor) in &conversations {
+        if let Some(cursor) = cursor {
+            write_back(conn, *conv, cursor)?;
+        }
+    }
+    Ok(Some(results))
+}
+
+/// The general way: record by record in the open transaction (each retry answered with its original),
+/// one `last_seq` write per conversation. Any database error aborts it (the caller rolls back and
+/// replays with [`append_isolated`]).
 fn append_together(
     conn: &Connection,
     records: &[&AppendRecord],
@@ -225,7 +320,18 @@ pub(crate) fn write_batch(
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         return fail_all(unavailable(&error));
     }
-    let results = match append_together(conn, records, now) {
+    // No SAVEPOINT around the fast path: pages modified inside a savepoint are first copied to a
+    // sub-journal. The transaction holds nothing but this batch, so undoing means rolling it back.
+    let attempt = match append_sorted(conn, records, now) {
+        Ok(Some(results)) => Ok(results),
+        Ok(None) => {
+            // A retry or a closed conversation in the batch: undo, then one record at a time.
+            conn.execute_batch("ROLLBACK; BEGIN IMMEDIATE")
+                .and_then(|()| append_together(conn, records, now))
+        }
+        Err(error) => Err(error),
+    };
+    let results = match attempt {
         Ok(results) => results,
         Err(_) => {
             rollback_quietly(conn);

@@ -423,10 +423,13 @@ fn open_connection(path: &Path, config: &JournalConfig) -> Result<Connection, Op
         )));
     }
     let level = config.synchronous.level();
+    // foreign_keys OFF on this connection only: the journal reads the message's conversation in the
+    // same transaction before inserting, so SQLite's own parent-key lookup per row would repeat it.
+    // temp_store MEMORY: statement and savepoint journals stay in memory instead of temp files.
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {level}; PRAGMA foreign_keys = ON; \
+        "PRAGMA synchronous = {level}; PRAGMA foreign_keys = OFF; \
          PRAGMA wal_autocheckpoint = {BACKSTOP_AUTOCHECKPOINT_PAGES}; \
-         PRAGMA cache_size = -{WRITER_CACHE_KIB};"
+         PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA temp_store = MEMORY;"
     ))?;
     let applied: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
     if applied != level {

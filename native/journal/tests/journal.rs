@@ -300,3 +300,44 @@ fn each_consumer_gets_its_own_outcomes() {
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0].token, 2);
 }
+
+#[test]
+fn concurrent_producers_never_lose_a_wake_up() {
+    // Producers pause now and then so the writer keeps falling asleep between records: a lost
+    // wake-up would leave records unwritten and `collect` would time out.
+    let dir = TempDir::new("wakeups");
+    create_database(&dir.db(), 4);
+    let journal = Arc::new(open(&dir.db()));
+    let producers: Vec<_> = (0..4u64)
+        .map(|producer| {
+            let journal = Arc::clone(&journal);
+            std::thread::spawn(move || {
+                for n in 0..500u64 {
+                    let token = producer * 1000 + n;
+                    journal
+                        .submit(record(producer as i64 + 1, &format!("m{token}"), token))
+                        .unwrap();
+                    if n % 50 == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                }
+            })
+        })
+        .collect();
+    for producer in producers {
+        producer.join().unwrap();
+    }
+    let outcomes = collect(&journal, 2000);
+    assert!(outcomes.iter().all(|outcome| outcome.result.is_ok()));
+    for conv in 1..=4 {
+        // One producer per conversation: its records keep their order.
+        let cmids: Vec<String> = stored(&dir.db(), conv)
+            .into_iter()
+            .map(|(_, cmid)| cmid)
+            .collect();
+        let expected: Vec<String> = (0..500u64)
+            .map(|n| format!("m{}", (conv as u64 - 1) * 1000 + n))
+            .collect();
+        assert_eq!(cmids, expected);
+    }
+}

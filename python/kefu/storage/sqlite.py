@@ -1,28 +1,30 @@
-"""SQLite storage (the embedded default): WAL mode, one writer thread doing group commit.
+"""SQLite storage (the embedded default): WAL mode, messages written by the native journal.
 
 Why this shape:
-- SQLite serialises writers anyway, so one dedicated thread owns the only write connection. Requests
-  from the event loop go into `kefu.compiled.MpmcQueue` (lock-free; `get_many` waits without the GIL);
-  the thread takes every pending request (up to `max_batch`), runs them in ONE
-  `BEGIN IMMEDIATE … COMMIT` and wakes the loop once per batch. One fsync covers the whole batch, so a
-  durable ack costs a fraction of an fsync under load. The queue is bounded (`max_pending`): when the
-  disk cannot keep up, writes are refused with StorageError instead of piling up in memory.
-- A failure that belongs to one request (unknown conversation, duplicate username) fails only that
-  request: appends are written so that an expected failure writes nothing, other operations run inside
-  a SAVEPOINT. An unexpected database error in the middle of a batch rolls the batch back and replays
-  it with a SAVEPOINT around every request, so only the culprit fails.
+- Messages (the hot path) go to `kefu.compiled.Journal` (native/journal, Rust): `submit_message` hands
+  the record over without blocking; the journal's writer thread commits everything pending as ONE
+  `BEGIN IMMEDIATE … COMMIT` (one fsync) with prepared statements, and signals an eventfd once per
+  batch. The event loop watches that fd (`add_reader`) and resolves every future of the batch in one
+  callback. The journal bounds what is in flight (`max_pending`): when the disk cannot keep up,
+  writes are refused with StorageError ("overloaded") instead of piling up in memory.
+- Control writes (sites, agents, conversations, read marks, routing audit) stay Python: one thread owns
+  a Python write connection, takes requests from `kefu.compiled.MpmcQueue`, and runs each batch of them
+  in one transaction, every request in a SAVEPOINT so a failure fails only that request. It holds the
+  journal's in-process write lock around its transaction, so the two writers take turns in FIFO order
+  instead of meeting in SQLite's busy handler (which sleeps and polls).
 - A failing COMMIT (disk full, I/O error) fails every request of the batch with StorageError: nothing of
-  it was acknowledged, nothing of it is in the database.
+  it was acknowledged, nothing of it is in the database. The journal replays a batch record by record
+  after an unexpected error, so only the records the database refuses fail.
 - Reads run on a few reader threads with their own connections; WAL lets them read the last committed
-  state while the writer writes.
+  state while the writers write.
 `BEGIN IMMEDIATE` takes SQLite's write lock before reading, so seq assignment and the "one open
-conversation per visitor" check stay correct even when several processes share the file.
+conversation per visitor" check stay correct even when several processes share the file. Both writers
+link the same libsqlite3 (two copies in one process would break SQLite's POSIX locks).
 """
 
 from __future__ import annotations
 
 import asyncio
-import operator
 import os
 import sqlite3
 import threading
@@ -31,7 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Literal, TypeVar
 
-from kefu.compiled import MpmcQueue, QueueClosed, QueueEmpty
+from kefu.compiled import Journal, JournalClosed, JournalFull, MpmcQueue, QueueClosed, QueueEmpty
 from kefu.storage import _common as c
 from kefu.storage._common import (
     AGENT_COLUMNS,
@@ -168,17 +170,14 @@ _WRITER_CACHE_KIB: Final = 32 * 1024
 WriteOp = Callable[[sqlite3.Connection], Any]
 
 
-class _BatchPoisoned(Exception):
-    """An append failed unexpectedly, perhaps after writing: replay the batch item by item."""
-
-
 class SqliteStorage(Storage):
-    """SQLite in WAL mode behind one group-committing writer thread.
+    """SQLite in WAL mode: messages through the native journal, control writes through one Python thread.
 
     `synchronous="FULL"` (default) makes an ack survive power loss; "NORMAL" survives a crash of the
     process (kill -9) but may lose the last commits on power loss or an OS crash. OFF is refused.
     `max_batch` caps one transaction, `readers` is the number of reader threads, `max_pending` the
-    number of queued writes beyond which writes fail fast with StorageError ("overloaded").
+    number of writes in flight (per writer) beyond which writes fail fast with StorageError
+    ("overloaded").
     Call every method from the event loop that called `open()`.
     """
 
@@ -187,7 +186,7 @@ class SqliteStorage(Storage):
         path: str | os.PathLike[str],
         *,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
-        max_batch: int = 512,
+        max_batch: int = 4096,
         readers: int = 2,
         max_pending: int = 65_536,
     ) -> None:
@@ -214,12 +213,28 @@ class SqliteStorage(Storage):
         self._reader_connections_lock = threading.Lock()
         self._epoch = ""
         self._accepting = False
+        self._journal: Journal | None = None
+        # Message futures by journal token; the outcome names the token.
+        self._waiting: dict[int, asyncio.Future[AppendResult]] = {}
+        self._next_token = 0
+        self._page_limit = 0  # the control connection's max_page_count, mirrored to the journal
         self._checkpointer: threading.Thread | None = None
         self._wal_grew = threading.Event()
         self._checkpointer_stop = threading.Event()
-        # Fault injection for tests: called on the writer thread right before COMMIT; may raise
-        # sqlite3.Error to simulate a commit that fails (disk full, I/O error).
-        self._fault_before_commit: Callable[[], None] | None = None
+        self._fault_hook: Callable[[], None] | None = None
+
+    @property
+    def _fault_before_commit(self) -> Callable[[], None] | None:
+        """Fault injection for tests: called on the control writer right before COMMIT; may raise
+        sqlite3.Error to simulate a commit that fails (disk full, I/O error). While set, the journal's
+        commits fail too."""
+        return self._fault_hook
+
+    @_fault_before_commit.setter
+    def _fault_before_commit(self, hook: Callable[[], None] | None) -> None:
+        self._fault_hook = hook
+        if self._journal is not None:
+            self._journal.set_commit_fault(hook is not None)
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -237,6 +252,8 @@ class SqliteStorage(Storage):
             self._writer.join()
             self._writer = None
             raise
+        assert self._journal is not None
+        loop.add_reader(self._journal.completion_fd, self._on_completions)
         self._readers = ThreadPoolExecutor(max_workers=self._reader_count, thread_name_prefix="kefu-sqlite-reader")
         self._checkpointer_stop.clear()
         self._checkpointer = threading.Thread(target=self._checkpointer_main, name="kefu-sqlite-checkpointer",
@@ -249,8 +266,13 @@ class SqliteStorage(Storage):
             return
         self._accepting = False
         assert self._queue is not None and self._writer is not None and self._readers is not None
-        self._queue.close()
+        assert self._journal is not None
         loop = asyncio.get_running_loop()
+        # The journal first writes what was submitted before close; then its last outcomes resolve.
+        await loop.run_in_executor(None, self._journal.close)
+        loop.remove_reader(self._journal.completion_fd)
+        self._on_completions()
+        self._queue.close()
         # Joining blocks; the writer first drains what was queued before close (pending acks resolve).
         await loop.run_in_executor(None, self._writer.join)
         assert self._checkpointer is not None
@@ -350,6 +372,15 @@ class SqliteStorage(Storage):
             error = exc if isinstance(exc, StorageError) else c.storage_error(exc)
             loop.call_soon_threadsafe(_settle_one, ready, None, error)
             return
+        try:
+            # Opened after the migration: the journal needs the schema.
+            self._journal = Journal(self.path, self.synchronous, self.max_batch, self._max_pending,
+                                    _BUSY_TIMEOUT_MS / 1000)
+            self._page_limit = conn.execute("PRAGMA max_page_count").fetchone()[0]
+        except (OSError, sqlite3.Error) as exc:
+            conn.close()
+            loop.call_soon_threadsafe(_settle_one, ready, None, c.storage_error(exc))
+            return
         loop.call_soon_threadsafe(_settle_one, ready, epoch, None)
         queue = self._queue
         try:
@@ -367,17 +398,14 @@ class SqliteStorage(Storage):
 
     def _run_batch(self, conn: sqlite3.Connection, items: list[tuple[Any, Any, asyncio.Future[Any]]]) -> None:
         """One transaction for all `items`, then one wake-up of the event loop with every outcome."""
+        journal = self._journal
+        assert journal is not None
+        journal.acquire_write_lock()  # the journal's writer and this one take turns (FIFO)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                outcomes = self._apply(conn, items, isolated=False)
-            except _BatchPoisoned:
-                if conn.in_transaction:  # some errors (SQLITE_FULL, IOERR) may have rolled it back already
-                    conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
-                outcomes = self._apply(conn, items, isolated=True)
-            if self._fault_before_commit is not None:
-                self._fault_before_commit()
+            outcomes = self._apply(conn, items)
+            if self._fault_hook is not None:
+                self._fault_hook()
             commit_started = time.perf_counter()
             conn.execute("COMMIT")
             if self.commit_observer is not None:
@@ -390,53 +418,49 @@ class SqliteStorage(Storage):
                 except sqlite3.Error:
                     pass  # SQLite rolls back by itself after some errors; the next BEGIN starts clean
             outcomes = [(future, None, c.storage_error(exc)) for _, _, future in items]
+        finally:
+            journal.release_write_lock()
+        self._mirror_page_limit(conn, journal)
         try:
             self._loop.call_soon_threadsafe(_settle_batch, outcomes)  # type: ignore[union-attr]
         except RuntimeError:
             pass  # the event loop is closed: nobody is waiting for these outcomes any more
 
+    def _mirror_page_limit(self, conn: sqlite3.Connection, journal: Journal) -> None:
+        """A size cap (`PRAGMA max_page_count`) set through a control write binds the journal too.
+
+        SQLite keeps that cap per connection; the file has two writers, and an operator capping it
+        means both. Checked after each control batch (rare), before its outcomes are announced."""
+        try:
+            pages = conn.execute("PRAGMA max_page_count").fetchone()[0]
+        except sqlite3.Error:
+            return
+        if pages != self._page_limit:
+            self._page_limit = pages
+            journal.limit_pages(pages)
+
+    @staticmethod
     def _apply(
-        self, conn: sqlite3.Connection, items: list[tuple[Any, Any, asyncio.Future[Any]]], *, isolated: bool
+        conn: sqlite3.Connection, items: list[tuple[Any, Any, asyncio.Future[Any]]]
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        """Run every request in its own SAVEPOINT, so a failure fails only that request."""
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         cursor = conn.cursor()
         try:
-            self._apply_with(cursor, items, outcomes, isolated)
+            for op, arg, future in items:
+                cursor.execute("SAVEPOINT item")
+                try:
+                    result = op(cursor, arg)
+                except Exception as exc:
+                    cursor.execute("ROLLBACK TO item")
+                    cursor.execute("RELEASE item")
+                    outcomes.append((future, None, c.storage_error(exc) if isinstance(exc, sqlite3.Error) else exc))
+                else:
+                    cursor.execute("RELEASE item")
+                    outcomes.append((future, result, None))
         finally:
             cursor.close()  # resets a half-read statement, which would otherwise block COMMIT
         return outcomes
-
-    @staticmethod
-    def _apply_with(
-        cursor: sqlite3.Cursor, items: list[tuple[Any, Any, asyncio.Future[Any]]],
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]], isolated: bool,
-    ) -> None:
-        index = 0
-        while index < len(items):
-            op, arg, future = items[index]
-            if op is _append and not isolated:
-                # A run of consecutive appends is written together; order relative to the other
-                # operations of the batch is kept.
-                end = index + 1
-                while end < len(items) and items[end][0] is _append:
-                    end += 1
-                try:
-                    _append_run(cursor, items[index:end], outcomes)
-                except Exception as exc:
-                    raise _BatchPoisoned from exc
-                index = end
-                continue
-            index += 1
-            cursor.execute("SAVEPOINT item")
-            try:
-                result = op(cursor, arg)
-            except Exception as exc:
-                cursor.execute("ROLLBACK TO item")
-                cursor.execute("RELEASE item")
-                outcomes.append((future, None, c.storage_error(exc) if isinstance(exc, sqlite3.Error) else exc))
-            else:
-                cursor.execute("RELEASE item")
-                outcomes.append((future, result, None))
 
     def _submit(self, op: Callable[[sqlite3.Cursor, Any], T], arg: Any) -> asyncio.Future[T]:
         if not self._accepting:
@@ -447,18 +471,41 @@ class SqliteStorage(Storage):
         return future
 
     async def _write(self, fn: Callable[[sqlite3.Cursor], T]) -> T:
-        """Run `fn(cursor)` on the writer thread inside the next batch transaction (in a SAVEPOINT)."""
+        """Run `fn(cursor)` on the control writer inside its next batch transaction (in a SAVEPOINT)."""
         return await self._submit(_call, fn)
+
+    # --- the journal's outcomes --------------------------------------------------------------------
+    def _on_completions(self) -> None:
+        """The journal's eventfd fired: resolve the futures of every message whose batch is done."""
+        waiting = self._waiting
+        for token, conv, seq, ts, duplicate, error, detail in self._journal.drain():  # type: ignore[union-attr]
+            future = waiting.pop(token, None)
+            if future is None or future.done():  # the caller went away; the outcome stands in the database
+                continue
+            if error is None:
+                future.set_result(AppendResult(seq=seq, ts=ts, created=not duplicate))
+            elif error == "not_found":
+                future.set_exception(NotFound(f"conversation {conv}"))
+            elif error == "conflict":
+                future.set_exception(Conflict(f"conversation {conv} is closed"))
+            else:
+                future.set_exception(StorageError(detail or "storage unavailable"))
 
     def _checkpointer_main(self) -> None:
         conn = self._connect()
+        journal = self._journal
+        assert journal is not None
+        checkpointed_at = journal.commits
         try:
-            while not self._checkpointer_stop.is_set():
-                self._wal_grew.wait()
-                self._checkpointer_stop.wait(_CHECKPOINT_INTERVAL_S)  # let commits accumulate
+            # At most one checkpoint per interval, and only when a writer committed since the last.
+            while not self._checkpointer_stop.wait(_CHECKPOINT_INTERVAL_S):
+                commits = journal.commits
+                if commits == checkpointed_at and not self._wal_grew.is_set():
+                    continue
+                checkpointed_at = commits
                 self._wal_grew.clear()
                 try:
-                    # PASSIVE: copies what it can without blocking the writer or readers.
+                    # PASSIVE: copies what it can without blocking the writers or readers.
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error:
                     pass  # committed data is safe in the WAL; the next round (or the backstop) retries
@@ -714,10 +761,18 @@ class SqliteStorage(Storage):
         meta_json = c.check_storable_message(msg)
         if not self._accepting:
             raise StorageError("storage is not open")
-        # _submit inlined: this is the hot path.
+        token = self._next_token
+        self._next_token = token + 1
+        try:
+            self._journal.submit(  # type: ignore[union-attr]
+                token, msg.conv, msg.cmid, msg.sender_id, msg.sender_role, msg.sender_name, msg.text, msg.kind,
+                meta_json)
+        except JournalFull:
+            raise StorageError("storage overloaded: too many writes pending") from None
+        except JournalClosed:
+            raise StorageError("storage is not open") from None
         future: asyncio.Future[AppendResult] = self._loop.create_future()  # type: ignore[union-attr]
-        if not self._queue.try_put((_append, (msg, meta_json), future)):  # type: ignore[union-attr]
-            raise StorageError("storage overloaded: too many writes pending")
+        self._waiting[token] = future
         return future
 
     async def messages_after(self, conv_id: int, after_seq: int, limit: int) -> list[StoredMessage]:
@@ -810,127 +865,7 @@ class SqliteStorage(Storage):
             "DELETE FROM canned_replies WHERE id = ?", (reply_id,)).rowcount > 0)
 
 
-# --- operations run by the writer thread ------------------------------------------------------------
-
-_INSERT_MESSAGE: Final = (
-    "INSERT INTO messages(conv, seq, cmid, sender_id, sender_role, sender_name, body, kind, meta, ts) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(conv, sender_id, cmid) DO NOTHING"
-)
-
-
-def _append(cur: sqlite3.Cursor, item: tuple[NewMessage, str]) -> AppendResult:
-    """Assign the next seq and insert, or return the original seq of a retried (conv, sender, cmid).
-
-    Written so that the expected failures write nothing (unknown conversation), and a duplicate gives
-    back the seq it took: the batch needs no SAVEPOINT per message."""
-    msg, meta_json = item
-    rows = cur.execute(
-        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (msg.conv,)
-    ).fetchall()
-    if not rows:
-        raise NotFound(f"conversation {msg.conv}")
-    seq = rows[0][0]
-    ts = time.time()
-    cur.execute(
-        _INSERT_MESSAGE,
-        (msg.conv, seq, msg.cmid, msg.sender_id, msg.sender_role, msg.sender_name, msg.text, msg.kind,
-         meta_json, ts),
-    )
-    if cur.rowcount == 1:
-        return AppendResult(seq=seq, ts=ts, created=True)
-    # A retry: give the seq back (this thread holds the write lock, nobody took a later one) and answer
-    # with the original.
-    cur.execute("UPDATE conversations SET last_seq = last_seq - 1 WHERE id = ?", (msg.conv,))
-    original = cur.execute(
-        "SELECT seq, ts FROM messages WHERE conv = ? AND sender_id = ? AND cmid = ?",
-        (msg.conv, msg.sender_id, msg.cmid),
-    ).fetchone()
-    return AppendResult(seq=original[0], ts=original[1], created=False)
-
-
-_MESSAGE_COLUMN_COUNT: Final = 10
-# Multi-row INSERTs of these sizes (largest first): one statement step per chunk instead of one per
-# message means one GIL release/re-acquire per chunk, and a handful of distinct statements to cache.
-_INSERT_CHUNKS: Final = (128, 32, 8, 1)
-_INSERT_MESSAGES_SQL: Final = {
-    size: "INSERT INTO messages(conv, seq, cmid, sender_id, sender_role, sender_name, body, kind, meta, ts) VALUES "
-    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * size)
-    + " ON CONFLICT(conv, sender_id, cmid) DO NOTHING"
-    for size in _INSERT_CHUNKS
-}
-
-
-def _insert_rows(cur: sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> int:
-    """Insert message rows (conflicts on the idempotency key skipped); returns how many were stored."""
-    stored = 0
-    start = 0
-    for size in _INSERT_CHUNKS:
-        sql = _INSERT_MESSAGES_SQL[size]
-        while len(rows) - start >= size:
-            cur.execute(sql, [value for row in rows[start:start + size] for value in row])
-            stored += cur.rowcount
-            start += size
-    return stored
-
-
-_conv_and_seq: Final = operator.itemgetter(0, 1)
-
-
-def _append_run(
-    cur: sqlite3.Cursor, run: list[tuple[Any, tuple[NewMessage, str], asyncio.Future[Any]]],
-    outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
-) -> None:
-    """Append many messages with one UPDATE per conversation and a few multi-row INSERTs.
-
-    Seqs are reserved per conversation up front, in arrival order. When the INSERT reports fewer rows
-    than messages, some were retries of stored cmids: the run is undone and replayed message by
-    message (each retry then gets its original seq and takes none)."""
-    if len(run) == 1:
-        _, item, future = run[0]
-        try:
-            outcomes.append((future, _append(cur, item), None))
-        except StorageError as exc:  # NotFound: _append wrote nothing
-            outcomes.append((future, None, exc))
-        return
-    counts: dict[int, int] = {}
-    for _, (msg, _), _ in run:
-        counts[msg.conv] = counts.get(msg.conv, 0) + 1
-    cur.execute("SAVEPOINT appends")
-    next_seq: dict[int, int] = {}
-    for conv, count in counts.items():
-        rows = cur.execute(
-            "UPDATE conversations SET last_seq = last_seq + ? WHERE id = ? RETURNING last_seq", (count, conv)
-        ).fetchall()
-        if rows:
-            next_seq[conv] = rows[0][0] - count + 1
-    ts = time.time()
-    rows_to_insert = []
-    results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-    for _, (msg, meta_json), future in run:
-        seq = next_seq.get(msg.conv)
-        if seq is None:
-            results.append((future, None, NotFound(f"conversation {msg.conv}")))
-            continue
-        next_seq[msg.conv] = seq + 1
-        rows_to_insert.append(
-            (msg.conv, seq, msg.cmid, msg.sender_id, msg.sender_role, msg.sender_name, msg.text, msg.kind,
-             meta_json, ts))
-        results.append((future, AppendResult(seq=seq, ts=ts, created=True), None))
-    # Physical insert order does not change any seq; sorted by (conv, seq), consecutive rows land next
-    # to each other in both b-trees instead of each one descending from the root to another leaf.
-    rows_to_insert.sort(key=_conv_and_seq)
-    if _insert_rows(cur, rows_to_insert) == len(rows_to_insert):
-        cur.execute("RELEASE appends")
-        outcomes.extend(results)
-        return
-    cur.execute("ROLLBACK TO appends")
-    cur.execute("RELEASE appends")
-    for _, item, future in run:
-        try:
-            outcomes.append((future, _append(cur, item), None))
-        except StorageError as exc:
-            outcomes.append((future, None, exc))
-
+# --- operations run by the control writer thread -----------------------------------------------
 
 def _call(cur: sqlite3.Cursor, fn: Callable[[sqlite3.Cursor], T]) -> T:
     return fn(cur)
