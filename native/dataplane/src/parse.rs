@@ -710,6 +710,18 @@ mod tests {
     }
 
     #[test]
+    fn meta_floats_parse_correctly_rounded_like_python() {
+        // Found by fuzzing: serde_json's fast float parser is off by an ulp here; Python is not.
+        let frame = r#"{"t":"send","conv":1,"cmid":"a","text":"x","meta":{"neg":-922.372036854771808}}"#;
+        let ClientFrame::Send(send) = json(frame) else {
+            panic!("declined")
+        };
+        let (meta, text) = send.meta.unwrap();
+        assert_eq!(meta["neg"].as_f64(), Some(-922.372036854771808_f64));
+        assert_eq!(text, r#"{"neg":-922.3720368547719}"#); // repr() in Python
+    }
+
+    #[test]
     fn typing_and_read() {
         assert_eq!(
             json(r#"{"t":"typing","conv":3,"on":true}"#),
