@@ -24,6 +24,12 @@ nice -n 15 podman run --rm --network=none \
     mkdir -p "$HOME/.cargo" && printf "%s\n" "[source.crates-io]" "replace-with = \"vendored\"" \
       "[source.vendored]" "directory = \"/vendor\"" "[net]" "offline = true" > "$HOME/.cargo/config.toml"
     echo "build machine $(uname -m), $(rustc --version), target aarch64-unknown-linux-gnu"
+    # native/journal links the system libsqlite3; a cross image made without libsqlite3-dev:arm64
+    # has only the runtime library: link through a private symlink (see image-build-stage.sh).
+    if [ ! -e /usr/lib/aarch64-linux-gnu/libsqlite3.so ]; then
+      mkdir -p /tmp/sqlite-link && ln -sf /usr/lib/aarch64-linux-gnu/libsqlite3.so.0 /tmp/sqlite-link/libsqlite3.so
+      export SQLITE3_LIB_DIR=/tmp/sqlite-link
+    fi
     cargo test --locked --target aarch64-unknown-linux-gnu --manifest-path /src/native/Cargo.toml \
       --workspace --exclude kefu-native
     file=$(ls /target/aarch64-unknown-linux-gnu/debug/deps/kefu_codec-* | grep -v "\.d$" | head -n1)

@@ -29,6 +29,23 @@ if ! dpkg -s "${need[@]}" >/dev/null 2>&1; then
 fi
 echo "$(rustc --version) on $(uname -m), building for ${mode}"
 
+# native/journal links the system libsqlite3 (the one Python's sqlite3 module loads: one SQLite per
+# process, https://www.sqlite.org/howtocorrupt.html). Base images made before that need have no
+# libsqlite3-dev, only the runtime library python3 pulls in: link against it through a private
+# `libsqlite3.so` symlink (libsqlite3-sys uses its pre-generated bindings, so no header is needed).
+link_sqlite_runtime() {  # $1 = multiarch triple
+  local lib=/usr/lib/$1/libsqlite3.so.0 dir=/tmp/sqlite-link-$1
+  [ -e "/usr/lib/$1/libsqlite3.so" ] && return 0
+  [ -e "$lib" ] || { echo "no libsqlite3 for $1 in the build image" >&2; exit 1; }
+  mkdir -p "$dir" && ln -sf "$lib" "$dir/libsqlite3.so"
+  echo "$dir"
+}
+if [ "$mode" = aarch64 ]; then
+  dir=$(link_sqlite_runtime aarch64-linux-gnu); [ -n "$dir" ] && export SQLITE3_LIB_DIR="$dir"
+else
+  dir=$(link_sqlite_runtime "$(gcc -dumpmachine)"); [ -n "$dir" ] && export SQLITE3_LIB_DIR="$dir"
+fi
+
 # Cargo takes every crate from the vendored copy, as pinned by Cargo.lock.
 mkdir -p "$HOME/.cargo"
 printf '%s\n' '[source.crates-io]' 'replace-with = "vendored"' '[source.vendored]' \

@@ -16,7 +16,7 @@ if podman image exists "$tag"; then
   echo "base image $tag exists"
   exit 0
 fi
-toolchain=rustc,cargo,gcc,libc6-dev,python3-dev,python3-venv,ca-certificates
+toolchain=rustc,cargo,gcc,libc6-dev,python3-dev,python3-venv,ca-certificates,libsqlite3-dev,pkg-config
 architectures=$arch
 image_arch=$arch  # what the image runs as: the build machine's architecture for `cross`
 case "$kind" in
@@ -25,7 +25,7 @@ case "$kind" in
     [ "$arch" = arm64 ] || { echo "cross images target arm64" >&2; exit 2; }
     architectures=amd64,arm64
     image_arch=amd64
-    packages=$toolchain,gcc-aarch64-linux-gnu,libc6-dev-arm64-cross,libstd-rust-dev:arm64,libpython3.13-dev:arm64 ;;
+    packages=$toolchain,gcc-aarch64-linux-gnu,libc6-dev-arm64-cross,libstd-rust-dev:arm64,libpython3.13-dev:arm64,libsqlite3-dev:arm64 ;;
   runtime) packages=python3,ca-certificates ;;
   *) echo "unknown kind $kind" >&2; exit 2 ;;
 esac
