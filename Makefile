@@ -16,7 +16,7 @@ ENGINE_SRC := $(shell find engine/src -name '*.pyx' -o -name '*.pxd') engine/set
 
 .PHONY: help  ## List the verbs
 help:
-	@grep -E '^\.PHONY: [a-z-]+ +## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z-]+) +## (.*)/  make \1\t\2/' | expand -t 24
+	@grep -E '^\.PHONY: [a-z0-9-]+ +## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z0-9-]+) +## (.*)/  make \1\t\2/' | expand -t 24
 
 .PHONY: install  ## Build everything from source into .venv (Rust kernels, Cython engine, Python package)
 install: $(STAMPS)/native
@@ -77,6 +77,26 @@ model: install
 .PHONY: fuzz  ## Run the cargo-fuzz target on the frame decoder for FUZZ_SECONDS (default 60)
 fuzz:
 	scripts/fuzz.sh $${FUZZ_SECONDS:-60}
+
+.PHONY: image  ## Build the linux/amd64 container image kefu:amd64 (podman offline here, docker elsewhere)
+image:
+	scripts/build-image.sh amd64
+
+.PHONY: image-arm64  ## Build the linux/arm64 image kefu:arm64 (under QEMU here: slow, see docs/deployment.md)
+image-arm64:
+	scripts/build-image.sh arm64
+
+.PHONY: image-smoke  ## Run kefu:amd64 with PostgreSQL + TLS from /app/certs; visitor and agent chat through it
+image-smoke: install
+	scripts/image-smoke.sh amd64
+
+.PHONY: image-smoke-arm64  ## The same smoke on kefu:arm64 under emulation
+image-smoke-arm64: install
+	scripts/image-smoke.sh arm64
+
+.PHONY: arm64-test  ## cargo test of the native kernels built and run for aarch64 (QEMU, arm64 build image)
+arm64-test:
+	scripts/arm64-cargo-test.sh
 
 .PHONY: clean  ## Remove build outputs (keeps .venv)
 clean:

@@ -2,7 +2,7 @@
 engine call (`RoutingEngine.conversation_opened`) vs the bare kernel, at 100, 10k and 100k online
 agents. Writes bench/results/routing.md.
 
-Population (as in anchors/routing-ai.md §3.4): agents clustered around 20 cities, 4 skills each from
+Population (as in the routing prototype of docs/design.md): agents clustered around 20 cities, 4 skills each from
 a 3-level tree of 684 nodes (`t0..11/m0..7/l0..5`) with proficiency 0.2-1.0, random de-escalation,
 languages zh/en/both, random capacity 1-8 and load below it; 80 % of registered agents online.
 Requests: a random leaf skill (ring 0: exact skill required, so about a third of the online agents
@@ -280,7 +280,7 @@ def main() -> None:
                 f"| {size:,} | {name} | {calls:,} | {p50:,.1f} | {p99:,.1f} | {p99_quiet:,.1f} | "
                 f"{p99_cpu:,.1f} | {p50 / native_p50:,.1f}× |"
             )
-    lines += ["", "## Against the DESIGN.md targets", ""]
+    lines += ["", "## Against the docs/design.md targets", ""]
     for size, target in targets.items():
         if size not in args.sizes:
             continue

@@ -10,6 +10,9 @@ command -v redis-server >/dev/null || need+=(redis-server)
 # The bench peers: a Go gorilla/websocket hub built offline in GOPATH mode from Debian's sources.
 command -v go >/dev/null || need+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/gorilla/websocket ] || need+=(golang-github-gorilla-websocket-dev)
+# Browser tests (tests/browser): Debian's Chromium driven by Playwright, and a CJK font for zh-CN.
+command -v chromium >/dev/null || need+=(chromium)
+[ -d /usr/share/fonts/truetype/wqy ] || need+=(fonts-wqy-zenhei)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "missing system packages (install them as root): ${need[*]}" >&2

@@ -148,7 +148,7 @@ def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
     report.notes.append("`kefu-sync-normal` rows (only with `--targets ...,kefu-sync-normal`): SQLite "
                         "synchronous=NORMAL, i.e. no fsync per commit — shows what durability costs.")
     report.notes.append("`kefu-2c` rows: Kefu unpinned on both cores (WORKERS=2) with the load generator "
-                        "sharing them — the DESIGN.md target 'p99 < 10 ms at 10k msg/s on 2 cores'.")
+                        "sharing them — the docs/design.md target 'p99 < 10 ms at 10k msg/s on 2 cores'.")
     return report
 
 

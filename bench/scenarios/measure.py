@@ -17,7 +17,7 @@ from bench.loadgen.driver import CLIENT_CPUS, LoadResult, SpecLine, run_loadgen
 from bench.scenarios.targets import Target
 
 # Sizes of message text in bytes, cycled: short chat lines dominate, with the occasional paragraph
-# (PROTOCOL.md allows up to 8 KiB).
+# (docs/protocol.md allows up to 8 KiB).
 CHAT_SIZES = "24,60,120,60,300,40,90,800"
 
 

@@ -6,7 +6,7 @@ Every target answers the same questions so a scenario never special-cases one:
 
 Peers speak the bench hub protocol (bench/peers/*: a connection joins `?room=R`; a message goes to
 every member of its room, the sender included as its ack, and to room "*" watchers). Kefu speaks
-PROTOCOL.md: sessions and agents are created over HTTP and WebSocket first (with the `websockets`
+docs/protocol.md: sessions and agents are created over HTTP and WebSocket first (with the `websockets`
 library, a second client implementation), then the load generator reconnects with the tokens.
 """
 
@@ -383,6 +383,11 @@ class KefuTarget(Target):
         # The per-connection frame-rate limit (a policy: 50 frames/s by default) is lifted so it does not
         # cap the measurement; its check still runs on every frame. Peers have no limiter.
         env = {"KEFU_RATE_PER_S": "1000000", "KEFU_RATE_BURST": "1000000"}
+        # Likewise the limits on anonymous use (all bench clients share one address): sessions,
+        # new conversations, sockets per visitor/address/site and the per-site queue.
+        env.update({name: "10000000" for name in (
+            "KEFU_SESSIONS_PER_MIN", "KEFU_SITE_SESSIONS_PER_MIN", "KEFU_OPENS_PER_MIN", "KEFU_SOCKETS_PER_VISITOR",
+            "KEFU_SOCKETS_PER_ADDRESS", "KEFU_SOCKETS_PER_SITE", "KEFU_MAX_QUEUE")})
         if self.workers:
             env["WORKERS"] = str(self.workers)
         return argv, env

@@ -1,16 +1,25 @@
-"""Process metrics in Prometheus text format: counters, gauges and latency histograms.
+"""Process metrics, exposed at /metrics in Prometheus' text format by prometheus-client.
 
-Kept dependency-free and cheap: the hot path does an integer add or a bisect per observation.
+The hot path does an integer add or a bisect per observation on plain Python objects here; the
+prometheus-client collector turns them into metric families only when /metrics is scraped. That keeps
+a message's cost independent of the exposition library, and the names stable: every name the server
+exposed before prometheus-client (kefu_ack_latency_seconds, kefu_fanout_latency_seconds,
+kefu_connections, kefu_*_total …) is exposed unchanged. The list is in docs/deployment.md.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 # Latency buckets in seconds: 50 µs … 5 s, dense where chat latency lives (sub-10 ms).
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Storage batch sizes: one request … the writer's cap (512).
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class Histogram:
@@ -41,16 +50,26 @@ class Histogram:
                 return self.bounds[index] if index < len(self.bounds) else float("inf")
         return float("inf")
 
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+    def family(self) -> HistogramMetricFamily:
+        buckets: list[tuple[str, float]] = []
         cumulative = 0
         for bound, bucket_count in zip(self.bounds, self.counts):
             cumulative += bucket_count
-            lines.append(f'{self.name}_bucket{{le="{bound}"}} {cumulative}')
-        lines.append(f'{self.name}_bucket{{le="+Inf"}} {self.count}')
-        lines.append(f"{self.name}_sum {self.total}")
-        lines.append(f"{self.name}_count {self.count}")
-        return lines
+            buckets.append((repr(float(bound)), cumulative))
+        buckets.append(("+Inf", self.count))
+        return HistogramMetricFamily(self.name, self.help, buckets=buckets, sum_value=self.total)
+
+
+# Help texts for counters the code names at the point of use (`metrics.inc("…_total")`).
+COUNTER_HELP = {
+    "kefu_connections_total": "WebSocket connections accepted",
+    "kefu_messages_acked_total": "chat messages committed and acknowledged",
+    "kefu_messages_deduplicated_total": "sends recognised as retries (same cmid) and acked again",
+    "kefu_messages_scored_total": "visitor messages scored by the sentiment model",
+    "kefu_conversations_turned_angry_total": "conversations whose mood crossed the negative threshold",
+    "kefu_slow_consumers_closed_total": "connections closed because they did not read fast enough",
+    "kefu_storage_errors_total": "storage operations that failed",
+}
 
 
 class Metrics:
@@ -61,6 +80,16 @@ class Metrics:
         self.ack_latency = Histogram("kefu_ack_latency_seconds",
                                      "frame received to ack sent (includes the durable commit)")
         self.delivery_latency = Histogram("kefu_fanout_latency_seconds", "commit to frames written to every subscriber")
+        self.routing_latency = Histogram("kefu_routing_latency_seconds",
+                                         "one routing decision (open, tick, agent change, transfer)")
+        self.storage_batch_size = Histogram("kefu_storage_batch_size",
+                                            "requests committed together in one storage transaction", BATCH_BUCKETS)
+        self.storage_commit = Histogram("kefu_storage_commit_seconds",
+                                        "COMMIT of one storage batch, which includes its fsync")
+        self.histograms = (self.ack_latency, self.delivery_latency, self.routing_latency,
+                           self.storage_batch_size, self.storage_commit)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)  # type: ignore[arg-type]  # a collector is anything with collect()
 
     def inc(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount
@@ -69,12 +98,20 @@ class Metrics:
         self.gauges[name] = read
         self.help[name] = help_text
 
-    def render(self) -> str:
-        lines: list[str] = []
+    def storage_committed(self, batch_size: int, seconds: float) -> None:
+        """Called by the storage writer (its own thread) after each COMMIT; plain adds under the GIL."""
+        self.storage_batch_size.observe(batch_size)
+        self.storage_commit.observe(seconds)
+
+    def collect(self) -> Iterator[Metric]:
         for name in sorted(self.counters):
-            lines += [f"# TYPE {name} counter", f"{name} {self.counters[name]}"]
+            family = CounterMetricFamily(name, COUNTER_HELP.get(name, name.replace("_", " ")))
+            family.add_metric([], self.counters[name])
+            yield family
         for name, read in sorted(self.gauges.items()):
-            lines += [f"# HELP {name} {self.help[name]}", f"# TYPE {name} gauge", f"{name} {read()}"]
-        lines += self.ack_latency.render()
-        lines += self.delivery_latency.render()
-        return "\n".join(lines) + "\n"
+            yield GaugeMetricFamily(name, self.help[name], value=read())
+        for histogram in self.histograms:
+            yield histogram.family()
+
+    def render(self) -> str:
+        return generate_latest(self.registry).decode()

@@ -47,5 +47,5 @@ def test_smoke_run_writes_every_report(tmp_path: Path) -> None:
     acked_cell = go_row.split("|")[3].strip()
     assert acked_cell not in ("–", "0"), f"go-hub acked nothing: {go_row}"
     summary = (tmp_path / "README.md").read_text(encoding="utf-8")
-    assert "## DESIGN.md targets" in summary
+    assert "## docs/design.md targets" in summary
     assert (tmp_path / "latency.png").read_bytes().startswith(b"\x89PNG")

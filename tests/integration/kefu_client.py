@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import websockets
@@ -44,6 +44,7 @@ class ServerProcess:
     site_key: str = ""
     admin_password: str = ""
     output: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)  # extra `kefu serve` flags; later ones win
 
     @property
     def http(self) -> str:
@@ -55,7 +56,7 @@ class ServerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kefu.cli", "--data-dir", str(self.data_dir), "serve", "--dev",
-             "--http-port", str(self.http_port), "--ws-port", str(self.ws_port), "--log-level", "WARNING"],
+             "--http-port", str(self.http_port), "--ws-port", str(self.ws_port), "--log-level", "WARNING", *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         deadline = time.monotonic() + BOOT_TIMEOUT_S
         assert self.proc.stdout is not None
@@ -68,6 +69,8 @@ class ServerProcess:
                 self.site_key = match.group(1)
             if match := re.search(r"username 'admin', password '([^']+)'", line):
                 self.admin_password = match.group(1)
+            if match := re.search(r"username 'admin', password in (\S+) ", line):  # not a terminal: a file
+                self.admin_password = Path(match.group(1)).read_text().strip()
             if line.startswith("KEFU READY "):
                 # Keep draining output so the server never blocks on a full pipe.
                 threading.Thread(target=self._pump, daemon=True).start()
@@ -97,6 +100,10 @@ class ServerProcess:
 class Api:
     """The HTTP API as a client sees it."""
 
+    # visitor id → the secret issued with it, as a browser keeps it in localStorage (shared by all
+    # Api objects of the test run, like one browser per visitor).
+    visitor_secrets: ClassVar[dict[str, str]] = {}
+
     def __init__(self, server: ServerProcess) -> None:
         self.server = server
 
@@ -117,8 +124,11 @@ class Api:
         body = {"site": self.server.site_key, **extra}
         if visitor_id:
             body["visitor_id"] = visitor_id
+            if visitor_id in self.visitor_secrets and "visitor_secret" not in extra:
+                body["visitor_secret"] = self.visitor_secrets[visitor_id]
         status, data = await self.request("POST", "/api/v1/visitor/session", body=body)
         assert status == 200, data
+        self.visitor_secrets[data["visitor_id"]] = data["visitor_secret"]
         return data
 
     async def login(self, username: str, password: str) -> dict[str, Any]:

@@ -113,3 +113,26 @@ def exchange(sock: socket.socket, raw_text: bytes, *, expect: str = "error", tim
         if frame.get("t") == expect:
             return frame
     raise TimeoutError(f"no {expect!r} frame")
+
+
+async def post_raw(base_url: str, path: str, data: bytes, headers: dict[str, str] | None = None) -> tuple[int, object]:
+    """POST `data` as is (not re-encoded by a JSON library); (status, parsed JSON or text)."""
+    import json
+
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.post(base_url + path, data=data,
+                                headers={"Content-Type": "application/json", **(headers or {})}) as response:
+            text = await response.text()
+            try:
+                return response.status, json.loads(text)
+            except ValueError:
+                return response.status, text
+
+
+def start(tmp_path_factory, **env: str):
+    """A server of its own, with the given environment (limits, trusted proxies, timeouts)."""
+    from kefu_client import ServerProcess
+
+    return ServerProcess(tmp_path_factory.mktemp("kefu-sec"), env=env).start()

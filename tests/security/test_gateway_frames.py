@@ -153,3 +153,35 @@ async def test_outgoing_frames_over_the_limit_are_refused_with_a_close(blast_ser
     assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1009
     for sock, _ in sockets:
         sock.close()
+
+
+async def test_frames_after_the_server_closed_the_connection_are_not_acted_upon() -> None:
+    """A connection the server closed (revoked, say) may still have frames in its read buffer, sent
+    by the client before it saw the close: none of them reaches the hub."""
+    seen: list[dict] = []
+
+    class ClosingHub(BlastHub):
+        def on_frame(self, conn, frame: dict) -> None:
+            seen.append(frame)
+            conn.close(1008, b"revoked")
+
+    hub = ClosingHub()
+    limits = compiled.GatewayLimits(rate_per_s=1000, burst=1000)
+
+    def factory(request):
+        return WSUpgradeResponseWithListener(
+            WSUpgradeResponse.create_101_response({"Sec-WebSocket-Protocol": "kefu.json.v1"}),
+            compiled.Connection(hub, None, False, limits))
+
+    server = await ws_create_server(factory, "127.0.0.1", 0, read_buffer_init_size=1024, use_aiofastnet=False)
+    try:
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws"
+        sock = await asyncio.to_thread(raw_websocket, url, "-")
+        sock.sendall(b"".join(client_frame(0x1, json.dumps({"t": "send", "n": i}).encode()) for i in range(5)))
+        opcode, _, payload = await asyncio.to_thread(read_frame, sock)
+        assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1008
+        await asyncio.sleep(0.2)
+        assert [f["n"] for f in seen] == [0]
+        sock.close()
+    finally:
+        server.close()

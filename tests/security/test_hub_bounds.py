@@ -27,3 +27,26 @@ async def test_typing_map_is_bounded_per_connection(tmp_path) -> None:
     # The once-per-second forwarding rule still holds for a remembered conversation.
     last = 20 * MAX_TYPING_ENTRIES - 1
     assert hub._on_typing(conn, principal, {"t": "typing", "conv": last, "on": True}) is None
+
+
+async def test_refused_conversation_ids_are_not_kept_in_memory(tmp_path) -> None:
+    """Probing other visitors' conversation ids must not load them into the hub's cache."""
+    import pytest
+    from kefu.realtime.frames import ProtocolError
+
+    storage = SqliteStorage(tmp_path / "kefu.db")
+    await storage.open()
+    try:
+        hub = Hub(Config(), storage, open_bus(None), RoutingEngine(RoutingConfig()), Metrics(), sentiment=None)
+        site = await storage.create_site("s", ())
+        owner = await storage.upsert_visitor(site.id, None, name=None, lang=None, geo=None, tags=())
+        prober = await storage.upsert_visitor(site.id, None, name=None, lang=None, geo=None, tags=())
+        conv, _ = await storage.open_conversation(site.id, owner.id)
+        stranger = Principal(id=prober.id, role="visitor", site_id=site.id)
+        with pytest.raises(ProtocolError):
+            await hub._accessible(stranger, conv.id)
+        assert conv.id not in hub.convs
+        runtime = await hub._accessible(Principal(id=owner.id, role="visitor", site_id=site.id), conv.id)
+        assert hub.convs[conv.id] is runtime
+    finally:
+        await storage.close()

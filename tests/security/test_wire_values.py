@@ -117,3 +117,4 @@ async def test_open_with_nul_text_creates_no_dead_conversation(api: Api) -> None
     if conv["state"] == "queued":
         assert conv["position"] >= 1
 
+

@@ -302,6 +302,10 @@ cdef class Connection(WSListener):
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
         cdef WSMsgType msg_type = frame.msg_type
+        if self.closed:
+            # Closed by us (revoked, protocol error, slow consumer): frames the client had already
+            # sent, still in the read buffer, are not acted upon.
+            return
         self.last_rx = _clock(CLOCK_MONOTONIC)
         self.ping_outstanding = False
         if msg_type == WSMsgType.CLOSE:

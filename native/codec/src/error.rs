@@ -15,7 +15,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// The code as written in PROTOCOL.md (`"bad_frame"`, `"too_large"`).
+    /// The code as written in docs/protocol.md (`"bad_frame"`, `"too_large"`).
     pub const fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadFrame => "bad_frame",

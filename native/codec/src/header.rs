@@ -12,7 +12,7 @@ pub const FLAG_EMPTY_BODY: u16 = 1;
 
 macro_rules! frame_types {
     ($($variant:ident = $code:literal, $name:literal;)*) => {
-        /// The frame types of `kefu.bin.v1` (PROTOCOL.md, "Binary framing").
+        /// The frame types of `kefu.bin.v1` (docs/protocol.md, "Binary framing").
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[repr(u8)]
         pub enum FrameType { $(#[doc = $name] $variant = $code,)* }

@@ -1,4 +1,4 @@
-//! `kefu-codec`: the `kefu.bin.v1` frame codec (PROTOCOL.md, "Binary framing"), pure Rust, no Python.
+//! `kefu-codec`: the `kefu.bin.v1` frame codec (docs/protocol.md, "Binary framing"), pure Rust, no Python.
 //!
 //! A frame is a 24-byte little-endian header (`u8 version = 1, u8 type, u16 flags, u32 body_len,
 //! u64 conv, u64 seq`) followed, unless flags bit 0 says the body is empty, by exactly one msgpack map

@@ -7,7 +7,7 @@ use crate::header::HEADER_SIZE;
 /// depth must stay small enough that no configuration can exhaust the stack (the anchor asks ≤ 32).
 pub const MAX_DEPTH_CEILING: usize = 32;
 
-/// Bounds applied to every frame. Defaults match PROTOCOL.md and OWASP's 64 KiB suggestion for chat.
+/// Bounds applied to every frame. Defaults match docs/protocol.md and OWASP's 64 KiB suggestion for chat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FrameLimits {
     /// Largest whole frame (24-byte header included) in bytes; larger is `too_large`.

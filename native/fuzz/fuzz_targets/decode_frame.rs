@@ -1,4 +1,4 @@
-//! Fuzz `decode_frame` (PROTOCOL.md "Binary framing"; anchor B2).
+//! Fuzz `decode_frame` (docs/protocol.md "Binary framing"; docs/fuzzing.md).
 //!
 //! Properties: decoding never panics, hangs or over-allocates (scripts/fuzz.sh passes `-timeout` and
 //! `-malloc_limit_mb`); every accepted frame re-encodes, the re-encoding decodes to the same frame,

@@ -1,4 +1,4 @@
-"""Validation of client frames (PROTOCOL.md, "client → server").
+"""Validation of client frames (docs/protocol.md, "client → server").
 
 Every check raises `ProtocolError(code, message)`; the hub turns it into an `error` frame that names
 the offending frame type or cmid in `ref`, and the connection stays up.

@@ -1,4 +1,4 @@
-"""The hub: conversation policy over the gateway's connections (PROTOCOL.md, delivery rules).
+"""The hub: conversation policy over the gateway's connections (docs/protocol.md, delivery rules).
 
 The Cython gateway hands every decoded frame to `Hub.on_frame`. The hub checks identity (from the
 token, never from the frame), membership and limits, talks to storage, asks the router, and fans
@@ -9,7 +9,7 @@ Delivery invariants kept here:
 - per conversation, subscribers get `msg` frames in `seq` order, without gaps or duplicates: live
   fan-out is released in seq order (`_release_in_order`), and a resuming connection is registered
   for live frames *before* storage is read, buffering live frames until the replay is written,
-  then deduplicating by seq (the Rocket.Chat reconnect race in anchors/reliability-security.md);
+  then deduplicating by seq (the Rocket.Chat reconnect race, docs/design.md "Reliability rules");
 - a retried cmid gets the original seq and is not fanned out again.
 """
 
@@ -25,7 +25,8 @@ from functools import partial
 from typing import Any
 
 from kefu import compiled
-from kefu.auth import Principal
+from kefu.admission import Admission
+from kefu.auth import AgentStateCache, Principal
 from kefu.bus import Bus, BusEvent
 from kefu.config import Config
 from kefu.metrics import Metrics
@@ -44,7 +45,7 @@ from kefu.routing import (
     RoutingEngine,
 )
 from kefu.routing.skills import parse_skill_path
-from kefu.sentiment.model import MoodTracker, SentimentModel, trusted_for_routing
+from kefu.sentiment.model import MoodTracker, SentimentModel
 from kefu.storage.base import (
     Agent,
     AppendResult,
@@ -137,6 +138,10 @@ class Hub:
         self.replaying: dict[int, set[compiled.Connection]] = {}
         self.convs: dict[int, ConvRuntime] = {}
         self.agents: dict[str, Agent] = {}
+        # Agents' token generations (checked by the API, the handshake and hello) and the limits on
+        # anonymous visitors; both live here because every entry point reaches the hub.
+        self.agent_states = AgentStateCache(storage.get_agent)
+        self.admission = Admission(config)
         self.online_agents: set[str] = set()
         self._offline_timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -189,7 +194,7 @@ class Hub:
         if self.native is not None:
             self.native.detach()
         for conn in list(self.connections):
-            conn.close(1001, b"server shutting down")
+            conn.close(1001, b"server restarting: reconnect after a random 1-5 s delay, then resume")
         for timer in self._offline_timers.values():
             timer.cancel()
         if self.mood_scorer is not None:
@@ -217,11 +222,12 @@ class Hub:
         self.connections.add(conn)
         principal: Principal = conn.principal
         self.by_principal.setdefault(principal.id, set()).add(conn)
+        self.admission.connected(principal)
         timer = self._offline_timers.pop(principal.id, None)
         if timer is not None:
             timer.cancel()
         self.metrics.inc("kefu_connections_total")
-        log.info("connect %s %s %s", principal.role, principal.id, "bin" if conn.binary else "json")
+        log.debug("connect %s %s %s", principal.role, principal.id, "bin" if conn.binary else "json")
 
     def on_disconnected(self, conn: compiled.Connection) -> None:
         if self.native is not None:
@@ -231,6 +237,7 @@ class Hub:
         for conv_id in conn.subscriptions:
             self._drop_subscription(conn, conv_id)
         conn.subscriptions.clear()
+        self.admission.disconnected(principal)
         peers = self.by_principal.get(principal.id)
         if peers is not None:
             peers.discard(conn)
@@ -286,11 +293,14 @@ class Hub:
         return F.error_ref(frame, self._handlers)
 
     # --- access control -------------------------------------------------------------------------
-    async def _conversation(self, conv_id: int) -> ConvRuntime:
+    async def _conversation(self, conv_id: int, *, visible_to: Principal | None = None) -> ConvRuntime:
+        """The conversation's runtime, loaded from storage if needed. With `visible_to`, one that
+        principal may not see is refused before it is kept in memory (probing ids must not fill
+        `self.convs`)."""
         runtime = self.convs.get(conv_id)
         if runtime is None:
             conv = await self.storage.get_conversation(conv_id)
-            if conv is None:
+            if conv is None or (visible_to is not None and not self._can_access(visible_to, conv)):
                 raise ProtocolError("not_found", "no such conversation")
             runtime = self.convs.get(conv_id)  # another task may have loaded it meanwhile
             if runtime is None:
@@ -314,7 +324,7 @@ class Hub:
 
     async def _accessible(self, principal: Principal, conv_id: int) -> ConvRuntime:
         """The conversation if `principal` may see it; otherwise not_found (no existence oracle)."""
-        runtime = await self._conversation(conv_id)
+        runtime = await self._conversation(conv_id, visible_to=principal)
         if not self._can_access(principal, runtime.conv):
             raise ProtocolError("not_found", "no such conversation")
         return runtime
@@ -453,6 +463,11 @@ class Hub:
         frame: dict[str, Any] = {"t": "conv", "conv": conv.id, "state": conv.state}
         if conv.agent_id:
             frame["agent"] = conv.agent_id
+            # The visitor's widget shows who is helping; the agent is online when assigned.
+            for agent_conn in self.by_principal.get(conv.agent_id, ()):
+                if agent_conn.principal.name:
+                    frame["agent_name"] = agent_conn.principal.name
+                break
         frame.update({k: v for k, v in extra.items() if v is not None})
         return frame
 
@@ -477,6 +492,9 @@ class Hub:
         if principal.role == "visitor":
             convs = await self.storage.list_conversations(visitor_id=principal.id, states=OPEN_STATES)
         else:
+            if not await self.agent_states.check(principal):  # authoritative: disabled, revoked, role
+                conn.close(compiled.CLOSE_REVOKED, b"token revoked")
+                return
             await self._agent_connected(principal)
             # Capacity is at most 1000, so this lists every open conversation of the agent.
             convs = await self.storage.list_conversations(agent_id=principal.id, states=OPEN_STATES, limit=1000)
@@ -511,6 +529,10 @@ class Hub:
 
     async def _open(self, conn: compiled.Connection, principal: Principal, text: str | None,
                     tags: tuple[str, ...]) -> None:
+        if not await self.storage.list_conversations(visitor_id=principal.id, states=OPEN_STATES, limit=1):
+            wait = self.admission.open_conversation(principal.addr)  # only creations count
+            if wait:
+                raise ProtocolError("rate_limited", f"too many new conversations; retry in {wait:.0f} s")
         conv, created = await self.storage.open_conversation(principal.site_id, principal.id, tags)
         runtime = self.convs.get(conv.id)
         if runtime is None:
@@ -529,8 +551,7 @@ class Hub:
                 conv=conv.id, cmid=f"open-{conv.id}", sender_id=principal.id, sender_role="visitor",
                 sender_name=principal.name, text=text))
             if self.sentiment is not None:  # scored now: this first routing decision uses it
-                mood = self.moods.update(conv.id, self.sentiment.predict(text)).mood
-                p_neg = mood if trusted_for_routing(text) else 0.0
+                p_neg = self.moods.update(conv.id, self.sentiment.predict(text)).mood
         visitor = await self.storage.get_visitor(principal.id)
         request = RouteRequest(
             conv_id=conv.id, site_id=principal.site_id, visitor_id=principal.id,
@@ -671,13 +692,11 @@ class Hub:
         """Fold scored visitor messages into their conversations' moods (an EWMA of p_neg); the
         router may escalate to a stronger de-escalator when a mood turns bad (RoutingConfig.escalation)."""
         now = time.time()
-        for conv_id, text, p_neg in scored:
+        for conv_id, _text, p_neg in scored:
             mood = self.moods.update(conv_id, p_neg)
             self.metrics.inc("kefu_messages_scored_total")
             if mood.turned_angry:
                 self.metrics.inc("kefu_conversations_turned_angry_total")
-            if not trusted_for_routing(text):
-                continue
             outcomes = self.router.sentiment_changed(conv_id, mood.mood, now)
             if outcomes:
                 self._spawn(self._apply_all(outcomes))
@@ -881,11 +900,35 @@ class Hub:
         if agent.id in self.online_agents and not agent.disabled:
             await self._apply_all(self.router.agent_updated(_profile(agent), time.time()))
 
-    def revoke(self, principal_id: str, reason: bytes = b"access revoked") -> int:
-        """Close every connection of a principal (agent disabled, password changed)."""
+    async def set_availability(self, agent_id: str, available: bool) -> bool:
+        """An online agent's own switch: away keeps its conversations but is offered no new ones.
+        False when the agent has no live session (availability exists only while connected)."""
+        agent = self.agents.get(agent_id)
+        if agent is None or agent_id not in self.online_agents or agent.disabled:
+            return False
+        now = time.time()
+        await self._apply_all(self.router.agent_online(_profile(agent), now) if available
+                              else self.router.agent_away(agent_id, now))
+        return True
+
+    def revoke(self, principal_id: str, reason: bytes = b"access revoked", *, offline_now: bool = False) -> int:
+        """Close every connection of a principal (agent disabled, password or role changed, logout).
+        `offline_now`: the agent goes offline at once, without the reconnect grace (disabled: it
+        must not be routed anything meanwhile)."""
         conns = tuple(self.by_principal.get(principal_id, ()))
         for conn in conns:
             conn.close(compiled.CLOSE_REVOKED, reason)
+        if offline_now and principal_id in self.online_agents:
+            timer = self._offline_timers.pop(principal_id, None)
+            if timer is not None:
+                timer.cancel()
+            self.online_agents.discard(principal_id)
+            try:
+                outcomes = self.router.agent_offline(principal_id, time.time())
+            except KeyError:
+                outcomes = []
+            if outcomes:
+                self._spawn(self._apply_all(outcomes))
         return len(conns)
 
     # --- housekeeping ---------------------------------------------------------------------------

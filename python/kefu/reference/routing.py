@@ -5,7 +5,7 @@ Two implementations with the native signature and results:
 - `score_agents_naive`: a plain per-agent Python loop, the obvious implementation and the
   baseline the benchmark compares against;
 - `score_agents_numpy`: the same filters and formulas vectorised with numpy over the candidate
-  list (the "v2" design of anchors/routing-ai.md §3.4).
+  list (the maintained-eligible-list design of docs/design.md "Routing").
 
 Both perform the kernel's floating-point operations in the kernel's order, in float64, so scores
 are bit-identical and tie-breaks agree (higher score, lower load ratio, longer idle, lower index).

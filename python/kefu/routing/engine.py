@@ -236,8 +236,11 @@ class RoutingDecision:
     eligible: int
     kernel_us: float
     total_us: float
+    relaxed_from: int | None = None  # ring skipped from at once: no online agent met its skill
 
     def to_dict(self) -> dict[str, Any]:
+        relaxed = {} if self.relaxed_from is None else {"relaxed": {
+            "from_ring": self.relaxed_from, "to_ring": self.ring, "because": "no_online_agent_with_skill"}}
         return {
             "conv": self.conv_id,
             "agent": self.agent_id,
@@ -255,6 +258,7 @@ class RoutingDecision:
             },
             "eligible": self.eligible,
             "us": {"kernel": round(self.kernel_us, 1), "total": round(self.total_us, 1)},
+            **relaxed,
         }
 
 
@@ -318,6 +322,7 @@ class _Conversation:
     queue_key: tuple[int, float, int] | None = None
     escalated: bool = False
     reported: tuple[int, float | None] | None = None
+    relaxed_from: int | None = None  # the ring it skipped from because no online agent held the skill
 
 
 @dataclass(slots=True)
@@ -518,6 +523,7 @@ class RoutingEngine:
             conversation.request = dataclasses.replace(conversation.request, skill_path=to_skill)
             conversation.ring_started_at = now
             conversation.ring = 0
+            conversation.relaxed_from = None
         current = self._agent_ids[conversation.agent_index] if conversation.agent_index >= 0 else None
         if current is not None:
             conversation.declined.add(current)
@@ -579,12 +585,15 @@ class RoutingEngine:
             config = self.site_config(site)
             # A timed-out offer freed a slot that other waiting conversations may take.
             relaxed = site in timed_out_sites
+            held_rings: dict[tuple[str | None, str | None], int] = {}  # per skill and language, this tick
             for *_, conv_id in list(queue):
                 conversation = self._conversations[conv_id]
                 ring = config.ring_at(now - conversation.ring_started_at)
                 if ring > conversation.ring:
                     conversation.ring = ring
                     relaxed = True
+                # The agents who held the skill may have gone since it was queued.
+                relaxed |= self._relax_to_held_ring(conversation, config, held_rings)
             if relaxed:
                 outcomes += self._drain(site, now)
             for position, (*_, conv_id) in enumerate(queue, start=1):
@@ -595,6 +604,10 @@ class RoutingEngine:
                     conversation.reported = (position, eta)
                     outcomes.append(QueuePosition(conv_id, position, eta))
         return outcomes
+
+    def queued_count(self) -> int:
+        """Conversations waiting in any site's queue (the kefu_queue_length gauge)."""
+        return sum(len(queue) for queue in self._queues.values())
 
     def queue_position(self, conv_id: int) -> tuple[int, float | None] | None:
         conversation = self._conversations.get(conv_id)
@@ -645,6 +658,11 @@ class RoutingEngine:
         result = self._run_kernel(
             conversation, self._table.candidates(request.site_id), now=now, min_skill_match=min_match
         )
+        if not result.top and self._relax_to_held_ring(conversation, config):
+            result = self._run_kernel(
+                conversation, self._table.candidates(request.site_id), now=now,
+                min_skill_match=config.ring_schedule[conversation.ring][1],
+            )
         if result.top:
             agent_id = self._agent_ids[result.top[0][0]]
             assert agent_id is not None
@@ -679,6 +697,63 @@ class RoutingEngine:
             remembered = self._last_agent.get(request.visitor_id)
             if remembered is not None and now - remembered[1] <= config.sticky_window_s:
                 yield "sticky", remembered[0]
+
+    def _relax_to_held_ring(
+        self,
+        conversation: _Conversation,
+        config: RoutingConfig,
+        memo: dict[tuple[str | None, str | None], int] | None = None,
+    ) -> bool:
+        """Skips the rings whose skill requirement no online agent can meet, at once: waiting
+        for them cannot help while other agents may sit idle. Load is ignored on purpose: a busy
+        agent who holds the skill is worth the timed wait. Returns whether the ring moved."""
+        request = conversation.request
+        if request.skill_path is None or conversation.ring + 1 >= len(config.ring_schedule):
+            return False
+        memo_key = (request.skill_path, request.lang)
+        personal = bool(request.exclude or conversation.declined)
+        held = memo.get(memo_key) if memo is not None and not personal else None
+        if held is None:
+            held = self._best_held_match(conversation)
+            if memo is not None and not personal:
+                memo[memo_key] = held
+        if held < 0:
+            return False  # nobody eligible is online at all: the timed schedule is all there is
+        ring = conversation.ring
+        while ring + 1 < len(config.ring_schedule) and held < config.ring_schedule[ring][1]:
+            ring += 1
+        if ring == conversation.ring:
+            return False
+        if conversation.relaxed_from is None:
+            conversation.relaxed_from = conversation.ring
+        conversation.ring = ring
+        return True
+
+    def _best_held_match(self, conversation: _Conversation) -> float:
+        """The best skill match (deepest level of the requested path held, over its depth) among
+        online agents of the site that no hard filter but skill and load excludes; -1 when there
+        are none."""
+        request = conversation.request
+        table = self._table
+        candidates = table.candidates(request.site_id)
+        excluded = [self._agents[agent_id].index for agent_id in (*request.exclude, *conversation.declined)
+                    if agent_id in self._agents]
+        if excluded:
+            candidates = candidates[~np.isin(candidates, excluded)]
+        if request.lang:
+            lang_bits = self._language_bits((request.lang,))
+            candidates = candidates[(table.lang[candidates] & lang_bits) != 0]
+        if not candidates.size:
+            return -1.0
+        path = self._resolve_skill(request.skill_path) if request.skill_path else []
+        if not path:
+            return 1.0
+        indptr, holders, _ = self._skill_columns()
+        for level in range(len(path), 0, -1):
+            node = path[level - 1]
+            if 0 <= node < len(indptr) - 1 and np.isin(holders[indptr[node]:indptr[node + 1]], candidates).any():
+                return level / len(path)
+        return 0.0
 
     def _run_kernel(
         self,
@@ -760,6 +835,7 @@ class RoutingEngine:
             eligible=result.eligible,
             kernel_us=result.kernel_us,
             total_us=(time.perf_counter_ns() - started_ns) / 1000,
+            relaxed_from=conversation.relaxed_from,
         )
 
     def _assign(

@@ -4,9 +4,10 @@
     p_neg = model.predict("退款太慢了！")    # probability the visitor is upset
     update = MoodTracker().update(conversation_id, p_neg)
 
-Training lives in ``kefu.sentiment.train`` (dev dependencies only); see docs/sentiment.md.
+Training lives in ``kefu.sentiment.train`` (dev dependencies only), with its generated chat lines in
+``kefu.sentiment.chatgen``; see docs/sentiment.md.
 """
 
-from kefu.sentiment.model import ModelError, MoodTracker, MoodUpdate, SentimentModel, trusted_for_routing
+from kefu.sentiment.model import ModelError, MoodTracker, MoodUpdate, SentimentModel
 
-__all__ = ["ModelError", "MoodTracker", "MoodUpdate", "SentimentModel", "trusted_for_routing"]
+__all__ = ["ModelError", "MoodTracker", "MoodUpdate", "SentimentModel"]

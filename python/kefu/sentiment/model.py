@@ -9,7 +9,6 @@ a model built for another featuriser version is refused instead of silently scor
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
@@ -57,7 +56,7 @@ class SentimentModel:
         """The model at ``path`` (default: the bundled one), loaded once per process and path.
 
         Sessions use one intra-op and one inter-op thread: a single message takes tens of
-        microseconds, and a second thread only adds hand-off latency (routing-ai.md §3.3).
+        microseconds, and a second thread only adds hand-off latency (docs/sentiment.md).
         """
         key = (os.getpid(), None if path is None else str(Path(path).resolve()))
         with _CACHE_LOCK:
@@ -182,16 +181,3 @@ class MoodTracker:
 
     def __len__(self) -> int:
         return len(self._moods)
-
-
-# Han, kana and hangul: text written in these scripts is scored by the Chinese side of the model.
-_CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
-
-
-def trusted_for_routing(text: str) -> bool:
-    """Whether the model's p_neg for `text` may steer routing (the sentiment factor, escalation).
-
-    Chinese chat questions score as negative as complaints ("麻烦帮我查一下订单号" 0.995, "退款太慢了！"
-    0.978): the packaged Chinese data are product reviews with no neutral class (docs/sentiment.md).
-    Until in-domain labelled chat exists, CJK text is scored and counted but does not route."""
-    return _CJK.search(text) is None

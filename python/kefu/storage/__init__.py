@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from kefu.storage.base import (
     Agent,
     AppendResult,
+    CannedReply,
     Conflict,
     Conversation,
     ConversationState,
@@ -29,8 +30,8 @@ from kefu.storage.base import (
 )
 
 __all__ = [
-    "Agent", "AppendResult", "Conflict", "Conversation", "ConversationState", "NewMessage", "NotFound", "Role",
-    "Site", "Storage", "StorageError", "StoredMessage", "Visitor", "open_storage",
+    "Agent", "AppendResult", "CannedReply", "Conflict", "Conversation", "ConversationState", "NewMessage", "NotFound",
+    "Role", "Site", "Storage", "StorageError", "StoredMessage", "Visitor", "open_storage",
 ]
 
 

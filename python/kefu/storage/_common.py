@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from kefu.storage.base import (
     Agent,
+    CannedReply,
     Conversation,
     NewMessage,
     NotFound,
@@ -26,7 +27,8 @@ VISITOR_ID_PATTERN: Final = re.compile(r"v_[A-Za-z0-9_-]{22}\Z")
 CONVERSATION_STATES: Final = frozenset({"queued", "assigned", "transferred", "closed"})
 AGENT_ROLES: Final = frozenset({"agent", "admin"})
 AGENT_UPDATABLE_FIELDS: Final = frozenset(
-    {"password_hash", "name", "role", "teams", "skills", "capacity", "languages", "geo", "disabled"}
+    {"password_hash", "name", "role", "teams", "skills", "capacity", "languages", "geo", "disabled",
+     "bump_token_gen"}
 )
 # Upper bounds on list sizes: a caller's `limit` beyond them is served partially ("at most limit").
 MAX_LIST_LIMIT: Final = 1_000
@@ -108,9 +110,12 @@ def check_agent_fields(fields: dict[str, Any]) -> None:
 
 
 def agent_column_values(fields: dict[str, Any]) -> dict[str, Any]:
-    """update_agent's fields as column values (JSON columns encoded, geo split into lat/lon)."""
+    """update_agent's fields as column values (JSON columns encoded, geo split into lat/lon);
+    `bump_token_gen` is not a value (see `TOKEN_GEN_BUMP`)."""
     columns: dict[str, Any] = {}
     for name, value in fields.items():
+        if name == "bump_token_gen":
+            continue
         if name in ("teams", "languages"):
             columns[name] = dump_json(list(value))
         elif name == "skills":
@@ -124,6 +129,18 @@ def agent_column_values(fields: dict[str, Any]) -> dict[str, Any]:
         else:
             columns[name] = value
     return columns
+
+
+# Appended to update_agent's SET list when `bump_token_gen` is true: one statement, so no window in
+# which the change is visible and the old tokens still valid.
+TOKEN_GEN_BUMP: Final = "token_gen = token_gen + 1"
+
+
+def agent_set_clause(assignments: list[str], fields: dict[str, Any]) -> str:
+    """The SET list of update_agent: the column assignments, plus the generation bump if asked."""
+    if fields.get("bump_token_gen"):
+        assignments = [*assignments, TOKEN_GEN_BUMP]
+    return ", ".join(assignments) or "id = id"
 
 
 def clamp_limit(limit: int, upper: int) -> int:
@@ -142,7 +159,8 @@ def storage_error(exc: BaseException) -> StorageError:
 SITE_COLUMNS: Final = "id, key, name, allowed_origins, routing"
 VISITOR_COLUMNS: Final = "id, site_id, name, lang, lat, lon, tags, last_agent_id"
 AGENT_COLUMNS: Final = (
-    "id, site_id, username, password_hash, name, role, teams, skills, capacity, languages, lat, lon, disabled"
+    "id, site_id, username, password_hash, name, role, teams, skills, capacity, languages, lat, lon, disabled, "
+    "token_gen"
 )
 CONVERSATION_COLUMNS: Final = "id, site_id, visitor_id, state, agent_id, team, last_seq, created_at, closed_at, tags"
 MESSAGE_COLUMNS: Final = "conv, seq, cmid, sender_id, sender_role, sender_name, body, kind, meta, ts"
@@ -150,6 +168,13 @@ MESSAGE_COLUMNS: Final = "conv, seq, cmid, sender_id, sender_role, sender_name, 
 
 def _geo(lat: float | None, lon: float | None) -> tuple[float, float] | None:
     return None if lat is None or lon is None else (float(lat), float(lon))
+
+
+CANNED_COLUMNS: Final = "id, site_id, shortcut, body, updated_at"
+
+
+def canned_from_row(row: Any) -> CannedReply:
+    return CannedReply(id=row[0], site_id=row[1], shortcut=row[2], text=row[3], updated_at=row[4])
 
 
 def site_from_row(row: Any) -> Site:
@@ -170,6 +195,7 @@ def agent_from_row(row: Any) -> Agent:
         id=row[0], site_id=row[1], username=row[2], password_hash=row[3], name=row[4], role=row[5],
         teams=tuple(load_json(row[6])), skills=load_json(row[7]), capacity=row[8],
         languages=tuple(load_json(row[9])), geo=_geo(row[10], row[11]), disabled=bool(row[12]),
+        token_gen=int(row[13]),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -64,6 +65,7 @@ class Agent:
     languages: tuple[str, ...]
     geo: tuple[float, float] | None
     disabled: bool = False
+    token_gen: int = 0  # bumped by disable, role or password change and logout: older tokens stop working
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,17 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class CannedReply:
+    """A prepared answer agents insert into a chat; `shortcut` is unique per site ("/refund")."""
+
+    id: int
+    site_id: int
+    shortcut: str
+    text: str
+    updated_at: float  # unix seconds
+
+
+@dataclass(frozen=True, slots=True)
 class NewMessage:
     """A message to store; `cmid` is the client's idempotency key (unique per sender and conversation)."""
 
@@ -117,6 +130,10 @@ class AppendResult:
 
 class Storage(abc.ABC):
     """What the server needs from a database. One instance per server process."""
+
+    # Called with (requests in the batch, seconds the COMMIT took) after each group commit, from the
+    # writer's thread; the server points it at its metrics. Stores without batching leave it unused.
+    commit_observer: Callable[[int, float], None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -159,12 +176,15 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def upsert_visitor(
         self, site_id: int, visitor_id: str | None, *, name: str | None, lang: str | None,
-        geo: tuple[float, float] | None, tags: tuple[str, ...],
+        geo: tuple[float, float] | None, tags: tuple[str, ...], secret_hash: str | None = None,
+        new_secret_hash: str | None = None,
     ) -> Visitor:
-        """Return the visitor with this id on this site (updating given profile fields), or create one.
+        """Return the visitor with this id on this site whose stored secret hash equals `secret_hash`
+        (updating given profile fields), or create one bound to `new_secret_hash`.
 
-        An id that is unknown, malformed or belongs to another site yields a NEW visitor with a fresh
-        id (never another site's visitor)."""
+        An id that is unknown, malformed, belongs to another site, or comes without the matching
+        secret hash yields a NEW visitor with a fresh id (never another visitor): a visitor id alone
+        is not a credential."""
 
     @abc.abstractmethod
     async def get_visitor(self, visitor_id: str) -> Visitor | None: ...
@@ -193,7 +213,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def update_agent(self, agent_id: str, **fields: Any) -> Agent:
-        """Update any of: password_hash, name, role, teams, skills, capacity, languages, geo, disabled."""
+        """Update any of: password_hash, name, role, teams, skills, capacity, languages, geo, disabled.
+        `bump_token_gen=True` also increments `token_gen` in the same statement (revokes tokens)."""
 
     # --- conversations -----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -252,3 +273,25 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def routing_decisions(self, conv_id: int) -> list[dict[str, Any]]:
         """Every decision recorded for the conversation, oldest first (each dict has 'id' and 'ts')."""
+
+    # --- canned replies ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_canned_reply(self, site_id: int, shortcut: str, text: str) -> CannedReply:
+        """Conflict when the site already has this shortcut."""
+
+    @abc.abstractmethod
+    async def get_canned_reply(self, reply_id: int) -> CannedReply | None: ...
+
+    @abc.abstractmethod
+    async def list_canned_replies(self, site_id: int, query: str | None = None, limit: int = 200) -> list[CannedReply]:
+        """The site's replies ordered by shortcut; `query` keeps those whose shortcut or text contains
+        it (case-insensitive for ASCII letters)."""
+
+    @abc.abstractmethod
+    async def update_canned_reply(self, reply_id: int, *, shortcut: str | None = None,
+                                  text: str | None = None) -> CannedReply:
+        """NotFound for an unknown id; Conflict when the new shortcut is taken on the site."""
+
+    @abc.abstractmethod
+    async def delete_canned_reply(self, reply_id: int) -> bool:
+        """True when a reply was deleted."""

@@ -32,6 +32,7 @@ import asyncpg
 from kefu.storage import _common as c
 from kefu.storage._common import (
     AGENT_COLUMNS,
+    CANNED_COLUMNS,
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
     SITE_COLUMNS,
@@ -41,6 +42,7 @@ from kefu.storage._common import (
 from kefu.storage.base import (
     Agent,
     AppendResult,
+    CannedReply,
     Conflict,
     Conversation,
     ConversationState,
@@ -191,6 +193,21 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
                 ORDER BY cl.idx;
             END
             $$""",
+    ),
+    (
+        # Issue 8: agent tokens carry a generation checked on every request; returning visitors
+        # prove themselves with a secret (only its SHA-256 is kept).
+        "ALTER TABLE agents ADD COLUMN token_gen bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE visitors ADD COLUMN secret_hash text",
+    ),
+    (
+        """CREATE TABLE canned_replies (
+            id bigserial PRIMARY KEY,
+            site_id bigint NOT NULL REFERENCES sites(id),
+            shortcut text NOT NULL,
+            body text NOT NULL,
+            updated_at double precision NOT NULL,
+            UNIQUE (site_id, shortcut))""",
     ),
 )
 
@@ -356,24 +373,26 @@ class PostgresStorage(Storage):
     # --- visitors ----------------------------------------------------------------------------------
     async def upsert_visitor(
         self, site_id: int, visitor_id: str | None, *, name: str | None, lang: str | None,
-        geo: tuple[float, float] | None, tags: tuple[str, ...],
+        geo: tuple[float, float] | None, tags: tuple[str, ...], secret_hash: str | None = None,
+        new_secret_hash: str | None = None,
     ) -> Visitor:
         """Profile fields given as None (and empty `tags`) leave the stored value unchanged."""
         lat, lon = (None, None) if geo is None else (float(geo[0]), float(geo[1]))
         tags_json = dump_json(list(tags)) if tags else None
-        if visitor_id is not None and c.VISITOR_ID_PATTERN.match(visitor_id):
+        # No secret, no returning visitor: the id alone is not a credential.
+        if visitor_id is not None and secret_hash is not None and c.VISITOR_ID_PATTERN.match(visitor_id):
             row = await self._fetchrow(
                 f"UPDATE visitors SET name = coalesce($1, name), lang = coalesce($2, lang), "
                 f"lat = coalesce($3, lat), lon = coalesce($4, lon), tags = coalesce($5::jsonb, tags) "
-                f"WHERE id = $6 AND site_id = $7 RETURNING {VISITOR_COLUMNS}",
-                name, lang, lat, lon, tags_json, visitor_id, site_id)
+                f"WHERE id = $6 AND site_id = $7 AND secret_hash = $8 RETURNING {VISITOR_COLUMNS}",
+                name, lang, lat, lon, tags_json, visitor_id, site_id, secret_hash)
             if row is not None:
                 return c.visitor_from_row(row)
         try:
             row = await self._fetchrow(
-                f"INSERT INTO visitors(id, site_id, name, lang, lat, lon, tags, created_at) "
-                f"VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) RETURNING {VISITOR_COLUMNS}",
-                c.new_visitor_id(), site_id, name, lang, lat, lon, tags_json or "[]", time.time())
+                f"INSERT INTO visitors(id, site_id, name, lang, lat, lon, tags, created_at, secret_hash) "
+                f"VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9) RETURNING {VISITOR_COLUMNS}",
+                c.new_visitor_id(), site_id, name, lang, lat, lon, tags_json or "[]", time.time(), new_secret_hash)
         except StorageError as exc:
             if isinstance(exc.__cause__, asyncpg.ForeignKeyViolationError):
                 raise NotFound(f"site {site_id}") from exc.__cause__
@@ -434,10 +453,10 @@ class PostgresStorage(Storage):
     async def update_agent(self, agent_id: str, **fields: Any) -> Agent:
         c.check_agent_fields(fields)
         columns = c.agent_column_values(fields)
-        assignments = ", ".join(
+        assignments = c.agent_set_clause([
             f"{column} = ${index}{'::jsonb' if column in _JSON_AGENT_COLUMNS else ''}"
             for index, column in enumerate(columns, start=2)
-        ) or "id = id"
+        ], fields)
         row = await self._fetchrow(
             f"UPDATE agents SET {assignments} WHERE id = $1 RETURNING {AGENT_COLUMNS}", agent_id, *columns.values())
         if row is None:
@@ -603,6 +622,46 @@ class PostgresStorage(Storage):
         rows = await self._fetch(
             "SELECT id, ts, decision FROM routing_decisions WHERE conv = $1 ORDER BY id", conv_id)
         return [c.decision_from_row(row) for row in rows]
+
+    # --- canned replies ----------------------------------------------------------------------------
+    async def _write_canned(self, sql: str, *args: Any) -> Any:
+        try:
+            return await self._fetchrow(sql, *args)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+                raise Conflict("a canned reply with this shortcut exists on the site") from exc.__cause__
+            raise
+
+    async def create_canned_reply(self, site_id: int, shortcut: str, text: str) -> CannedReply:
+        row = await self._write_canned(
+            f"INSERT INTO canned_replies(site_id, shortcut, body, updated_at) VALUES ($1, $2, $3, $4) "
+            f"RETURNING {CANNED_COLUMNS}", site_id, shortcut, text, time.time())
+        return c.canned_from_row(row)
+
+    async def get_canned_reply(self, reply_id: int) -> CannedReply | None:
+        row = await self._fetchrow(f"SELECT {CANNED_COLUMNS} FROM canned_replies WHERE id = $1", reply_id)
+        return None if row is None else c.canned_from_row(row)
+
+    async def list_canned_replies(self, site_id: int, query: str | None = None, limit: int = 200) -> list[CannedReply]:
+        # lower() here folds non-ASCII letters too; the contract promises ASCII folding only.
+        rows = await self._fetch(
+            f"SELECT {CANNED_COLUMNS} FROM canned_replies WHERE site_id = $1 "
+            "AND ($2::text IS NULL OR strpos(lower(shortcut || chr(10) || body), lower($2::text)) > 0) "
+            "ORDER BY shortcut COLLATE \"C\" LIMIT $3", site_id, query, min(limit, c.MAX_LIST_LIMIT))
+        return [c.canned_from_row(row) for row in rows]
+
+    async def update_canned_reply(self, reply_id: int, *, shortcut: str | None = None,
+                                  text: str | None = None) -> CannedReply:
+        row = await self._write_canned(
+            "UPDATE canned_replies SET shortcut = coalesce($1, shortcut), body = coalesce($2, body), "
+            f"updated_at = $3 WHERE id = $4 RETURNING {CANNED_COLUMNS}", shortcut, text, time.time(), reply_id)
+        if row is None:
+            raise NotFound(f"canned reply {reply_id}")
+        return c.canned_from_row(row)
+
+    async def delete_canned_reply(self, reply_id: int) -> bool:
+        status = await self._run(lambda conn: conn.execute("DELETE FROM canned_replies WHERE id = $1", reply_id))
+        return str(status) == "DELETE 1"
 
 
 _JSON_AGENT_COLUMNS: Final = frozenset({"teams", "skills", "languages"})

@@ -35,6 +35,7 @@ from kefu.compiled import MpmcQueue, QueueClosed, QueueEmpty
 from kefu.storage import _common as c
 from kefu.storage._common import (
     AGENT_COLUMNS,
+    CANNED_COLUMNS,
     CONVERSATION_COLUMNS,
     MESSAGE_COLUMNS,
     SITE_COLUMNS,
@@ -44,6 +45,7 @@ from kefu.storage._common import (
 from kefu.storage.base import (
     Agent,
     AppendResult,
+    CannedReply,
     Conflict,
     Conversation,
     ConversationState,
@@ -134,6 +136,22 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             ts REAL NOT NULL,
             decision TEXT NOT NULL)""",
         "CREATE INDEX routing_decisions_by_conv ON routing_decisions(conv, id)",
+    ),
+    (
+        # Issue 8: agent tokens carry a generation checked on every request; returning visitors
+        # prove themselves with a secret (only its SHA-256 is kept). Rows from before have no
+        # secret and cannot be resumed: their visitors get a new id once.
+        "ALTER TABLE agents ADD COLUMN token_gen INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE visitors ADD COLUMN secret_hash TEXT",
+    ),
+    (
+        """CREATE TABLE canned_replies (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            site_id INTEGER NOT NULL REFERENCES sites(id),
+            shortcut TEXT NOT NULL,
+            body TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            UNIQUE (site_id, shortcut))""",
     ),
 )
 
@@ -269,7 +287,20 @@ class SqliteStorage(Storage):
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         return conn
 
+    def _make_private(self) -> None:
+        """The database holds password hashes and every message: mode 0600 for it and its -wal and
+        -shm (SQLite gives those the database file's mode), created so before SQLite opens it."""
+        if not os.path.exists(self.path):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                if os.stat(self.path + suffix).st_mode & 0o077:
+                    os.chmod(self.path + suffix, 0o600)
+            except FileNotFoundError:
+                pass
+
     def _setup_writer(self) -> tuple[sqlite3.Connection, str]:
+        self._make_private()
         conn = self._connect()
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -347,7 +378,10 @@ class SqliteStorage(Storage):
                 outcomes = self._apply(conn, items, isolated=True)
             if self._fault_before_commit is not None:
                 self._fault_before_commit()
+            commit_started = time.perf_counter()
             conn.execute("COMMIT")
+            if self.commit_observer is not None:
+                self.commit_observer(len(items), time.perf_counter() - commit_started)
             self._wal_grew.set()
         except Exception as exc:
             if conn.in_transaction:
@@ -504,7 +538,8 @@ class SqliteStorage(Storage):
     # --- visitors ----------------------------------------------------------------------------------
     async def upsert_visitor(
         self, site_id: int, visitor_id: str | None, *, name: str | None, lang: str | None,
-        geo: tuple[float, float] | None, tags: tuple[str, ...],
+        geo: tuple[float, float] | None, tags: tuple[str, ...], secret_hash: str | None = None,
+        new_secret_hash: str | None = None,
     ) -> Visitor:
         """Profile fields given as None (and empty `tags`) leave the stored value unchanged."""
         lat, lon = (None, None) if geo is None else (float(geo[0]), float(geo[1]))
@@ -512,19 +547,20 @@ class SqliteStorage(Storage):
         known_id = visitor_id if visitor_id is not None and c.VISITOR_ID_PATTERN.match(visitor_id) else None
 
         def upsert(cur: sqlite3.Cursor) -> Visitor:
-            if known_id is not None:
+            if known_id is not None and secret_hash is not None:  # no secret, no returning visitor
                 row = cur.execute(
                     f"UPDATE visitors SET name = coalesce(?, name), lang = coalesce(?, lang), "
                     f"lat = coalesce(?, lat), lon = coalesce(?, lon), tags = coalesce(?, tags) "
-                    f"WHERE id = ? AND site_id = ? RETURNING {VISITOR_COLUMNS}",
-                    (name, lang, lat, lon, tags_json, known_id, site_id)).fetchone()
+                    f"WHERE id = ? AND site_id = ? AND secret_hash = ? RETURNING {VISITOR_COLUMNS}",
+                    (name, lang, lat, lon, tags_json, known_id, site_id, secret_hash)).fetchone()
                 if row is not None:
                     return c.visitor_from_row(row)
             try:
                 row = cur.execute(
-                    f"INSERT INTO visitors(id, site_id, name, lang, lat, lon, tags, created_at) "
-                    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {VISITOR_COLUMNS}",
-                    (c.new_visitor_id(), site_id, name, lang, lat, lon, tags_json or "[]", time.time())).fetchone()
+                    f"INSERT INTO visitors(id, site_id, name, lang, lat, lon, tags, created_at, secret_hash) "
+                    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {VISITOR_COLUMNS}",
+                    (c.new_visitor_id(), site_id, name, lang, lat, lon, tags_json or "[]", time.time(),
+                     new_secret_hash)).fetchone()
             except sqlite3.IntegrityError as exc:
                 raise NotFound(f"site {site_id}") from exc
             return c.visitor_from_row(row)
@@ -595,7 +631,7 @@ class SqliteStorage(Storage):
         columns = c.agent_column_values(fields)
 
         def update(cur: sqlite3.Cursor) -> Agent:
-            assignments = ", ".join(f"{column} = ?" for column in columns) or "id = id"
+            assignments = c.agent_set_clause([f"{column} = ?" for column in columns], fields)
             row = cur.execute(
                 f"UPDATE agents SET {assignments} WHERE id = ? RETURNING {AGENT_COLUMNS}",
                 (*columns.values(), agent_id)).fetchone()
@@ -727,6 +763,51 @@ class SqliteStorage(Storage):
         rows = await self._read(lambda conn: conn.execute(
             "SELECT id, ts, decision FROM routing_decisions WHERE conv = ? ORDER BY id", (conv_id,)).fetchall())
         return [c.decision_from_row(row) for row in rows]
+
+    # --- canned replies ----------------------------------------------------------------------------
+    async def create_canned_reply(self, site_id: int, shortcut: str, text: str) -> CannedReply:
+        def insert(cur: sqlite3.Cursor) -> CannedReply:
+            try:
+                row = cur.execute(
+                    f"INSERT INTO canned_replies(site_id, shortcut, body, updated_at) VALUES (?, ?, ?, ?) "
+                    f"RETURNING {CANNED_COLUMNS}", (site_id, shortcut, text, time.time())).fetchone()
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"shortcut {shortcut!r} exists on site {site_id}") from exc
+            return c.canned_from_row(row)
+
+        return await self._write(insert)
+
+    async def get_canned_reply(self, reply_id: int) -> CannedReply | None:
+        row = await self._read(lambda conn: conn.execute(
+            f"SELECT {CANNED_COLUMNS} FROM canned_replies WHERE id = ?", (reply_id,)).fetchone())
+        return None if row is None else c.canned_from_row(row)
+
+    async def list_canned_replies(self, site_id: int, query: str | None = None, limit: int = 200) -> list[CannedReply]:
+        rows = await self._read(lambda conn: conn.execute(
+            f"SELECT {CANNED_COLUMNS} FROM canned_replies WHERE site_id = ? "
+            "AND (? IS NULL OR instr(lower(shortcut || char(10) || body), lower(?)) > 0) "
+            "ORDER BY shortcut LIMIT ?", (site_id, query, query, min(limit, c.MAX_LIST_LIMIT))).fetchall())
+        return [c.canned_from_row(row) for row in rows]
+
+    async def update_canned_reply(self, reply_id: int, *, shortcut: str | None = None,
+                                  text: str | None = None) -> CannedReply:
+        def update(cur: sqlite3.Cursor) -> CannedReply:
+            try:
+                row = cur.execute(
+                    "UPDATE canned_replies SET shortcut = coalesce(?, shortcut), body = coalesce(?, body), "
+                    f"updated_at = ? WHERE id = ? RETURNING {CANNED_COLUMNS}",
+                    (shortcut, text, time.time(), reply_id)).fetchone()
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"shortcut {shortcut!r} exists") from exc
+            if row is None:
+                raise NotFound(f"canned reply {reply_id}")
+            return c.canned_from_row(row)
+
+        return await self._write(update)
+
+    async def delete_canned_reply(self, reply_id: int) -> bool:
+        return await self._write(lambda cur: cur.execute(
+            "DELETE FROM canned_replies WHERE id = ?", (reply_id,)).rowcount > 0)
 
 
 # --- operations run by the writer thread ------------------------------------------------------------

@@ -230,14 +230,81 @@ def test_escalation_can_be_disabled_per_site(make_engine) -> None:
 
 def test_ring_relaxation_accepts_ancestor_skill_after_waiting(make_engine) -> None:
     engine = make_engine()
+    # The only exact holder is busy: worth waiting for, so the timed schedule applies.
+    engine.agent_online(agent("specialist", skills={"billing/refund/card": 1.0}, capacity=1), 0.0)
+    engine.conversation_opened(conv(99, skill_path="billing/refund/card"), 0.0)
+    engine.conversation_accepted(99, "specialist", 0.0)
     engine.agent_online(agent("generalist", skills={"billing": 0.8}), 0.0)
     waiting = engine.conversation_opened(conv(1, skill_path="billing/refund/card"), 0.0)
     assert isinstance(waiting, Queued) and waiting.decision.ring == 0
-    assert waiting.decision.to_dict()["excluded"]["counts"] == {"skill": 1}
+    assert waiting.decision.to_dict()["excluded"]["counts"] == {"at_capacity": 1, "skill": 1}
+    assert "relaxed" not in waiting.decision.to_dict()
     assert [o for o in engine.tick(29.0) if isinstance(o, Assign)] == []
     (assigned,) = [o for o in engine.tick(30.0) if isinstance(o, Assign)]
     assert assigned.agent_id == "generalist" and assigned.decision.ring == 1
     assert assigned.decision.top[0][4] == pytest.approx(0.8 / 3)  # partial credit
+    assert assigned.decision.relaxed_from is None  # relaxed by the clock, not at once
+
+
+def test_topic_nobody_online_holds_relaxes_at_once_to_an_idle_agent(make_engine) -> None:
+    engine = make_engine()
+    engine.agent_online(agent("sales-only", skills={"sales": 1.0}), 0.0)
+    outcome = engine.conversation_opened(conv(1, skill_path="billing"), 5.0)
+    assert isinstance(outcome, Assign) and outcome.agent_id == "sales-only"
+    why = outcome.decision.to_dict()
+    assert (why["reason"], why["ring"]) == ("scored", 2)
+    assert why["relaxed"] == {"from_ring": 0, "to_ring": 2, "because": "no_online_agent_with_skill"}
+
+
+def test_relaxation_stops_at_the_first_ring_someone_online_meets(make_engine) -> None:
+    engine = make_engine()
+    engine.agent_online(agent("anyone", skills={"sales": 1.0}), 0.0)
+    engine.agent_online(agent("ancestor", skills={"billing": 0.6}), 0.0)
+    outcome = engine.conversation_opened(conv(1, skill_path="billing/refund"), 1.0)
+    assert isinstance(outcome, Assign) and outcome.agent_id == "ancestor"
+    assert (outcome.decision.ring, outcome.decision.relaxed_from) == (1, 0)
+    assert [row[0] for row in outcome.decision.top] == ["ancestor"]  # ring 1 still needs an ancestor
+
+
+def test_no_relaxation_when_nobody_is_online_or_the_holder_is_only_busy(make_engine) -> None:
+    engine = make_engine()
+    nobody = engine.conversation_opened(conv(1, skill_path="billing"), 0.0)
+    assert isinstance(nobody, Queued) and nobody.decision.ring == 0 and nobody.decision.relaxed_from is None
+    # An agent without the skill comes online: the waiting conversation goes to it at once.
+    (assigned,) = [o for o in engine.agent_online(agent("sales", skills={"sales": 1.0}), 3.0)
+                   if isinstance(o, Assign)]
+    assert (assigned.conv_id, assigned.agent_id, assigned.decision.relaxed_from) == (1, "sales", 0)
+    engine.agent_online(agent("biller", skills={"billing": 1.0}, capacity=1), 4.0)
+    engine.conversation_opened(conv(2, skill_path="billing"), 5.0)  # biller is now full
+    engine.conversation_accepted(1, "sales", 5.0)
+    engine.conversation_accepted(2, "biller", 5.0)
+    busy = engine.conversation_opened(conv(3, skill_path="billing"), 6.0)
+    assert isinstance(busy, Queued) and busy.decision.ring == 0  # sales sits idle, yet biller is worth it
+    assert [o for o in engine.tick(35.0) if isinstance(o, Assign)] == []  # ring 1: still billing only
+    (late,) = [o for o in engine.tick(96.0) if isinstance(o, Assign)]
+    assert (late.agent_id, late.decision.ring, late.decision.relaxed_from) == ("sales", 2, None)
+
+
+def test_queued_conversation_relaxes_when_the_last_holder_leaves(make_engine) -> None:
+    engine = make_engine()
+    engine.agent_online(agent("biller", skills={"billing": 1.0}, capacity=1), 0.0)
+    engine.conversation_opened(conv(1, skill_path="billing"), 1.0)
+    engine.conversation_accepted(1, "biller", 1.5)
+    engine.agent_online(agent("sales", skills={"sales": 1.0}), 2.0)
+    waiting = engine.conversation_opened(conv(2, skill_path="billing"), 3.0)
+    assert isinstance(waiting, Queued)
+    assert engine.agent_away("biller", 4.0) == []  # its accepted chat stays; no new ones
+    (moved,) = [o for o in engine.tick(5.0) if isinstance(o, Assign)]
+    assert (moved.conv_id, moved.agent_id, moved.decision.relaxed_from) == (2, "sales", 0)
+
+
+def test_relaxation_respects_language_and_exclusions(make_engine) -> None:
+    engine = make_engine()
+    engine.agent_online(agent("english-sales", skills={"sales": 1.0}, languages=("en",)), 0.0)
+    french = engine.conversation_opened(conv(1, skill_path="billing", lang="fr"), 1.0)
+    assert isinstance(french, Queued) and french.decision.ring == 0  # nobody could take it anyway
+    excluded = engine.conversation_opened(conv(2, skill_path="billing", exclude=frozenset({"english-sales"})), 1.0)
+    assert isinstance(excluded, Queued) and excluded.decision.relaxed_from is None
 
 
 def test_tick_reports_queue_positions_only_when_they_change(make_engine) -> None:

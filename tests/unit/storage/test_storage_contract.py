@@ -358,15 +358,24 @@ async def test_sites(storage: Storage) -> None:
 async def test_visitor_upsert(storage: Storage) -> None:
     site = await storage.create_site("shop", ())
     other_site = await storage.create_site("other", ())
-    visitor = await storage.upsert_visitor(site.id, None, name="Li", lang="zh", geo=(31.2, 121.5), tags=("vip",))
+    visitor = await storage.upsert_visitor(site.id, None, name="Li", lang="zh", geo=(31.2, 121.5), tags=("vip",),
+                                           new_secret_hash="h1")
     assert visitor.id.startswith("v_") and len(visitor.id) == 24
     assert visitor == Visitor(visitor.id, site.id, "Li", "zh", (31.2, 121.5), ("vip",), None)
 
-    returning = await storage.upsert_visitor(site.id, visitor.id, name=None, lang="en", geo=None, tags=())
+    returning = await storage.upsert_visitor(site.id, visitor.id, name=None, lang="en", geo=None, tags=(),
+                                             secret_hash="h1", new_secret_hash="unused")
     assert returning == Visitor(visitor.id, site.id, "Li", "en", (31.2, 121.5), ("vip",), None)
 
+    # The id without its secret, or with a wrong one, is not the visitor (issue 8: not a credential).
+    for presented in (None, "h2"):
+        impostor = await storage.upsert_visitor(site.id, visitor.id, name="Eve", lang=None, geo=None, tags=(),
+                                                secret_hash=presented, new_secret_hash="h3")
+        assert impostor.id != visitor.id and impostor.name == "Eve"
+
     # Another site's visitor id, an unknown id and a malformed one all give a fresh visitor.
-    foreign = await storage.upsert_visitor(other_site.id, visitor.id, name="X", lang=None, geo=None, tags=())
+    foreign = await storage.upsert_visitor(other_site.id, visitor.id, name="X", lang=None, geo=None, tags=(),
+                                           secret_hash="h1")
     unknown = await storage.upsert_visitor(site.id, "v_" + "A" * 22, name=None, lang=None, geo=None, tags=())
     malformed = await storage.upsert_visitor(site.id, "'; drop table visitors", name=None, lang=None, geo=None,
                                              tags=())
@@ -412,10 +421,43 @@ async def test_agents(storage: Storage) -> None:
     assert (changed.capacity, changed.skills, changed.disabled, changed.teams, changed.role, changed.name) == (
         7, {"sales": 0.5}, True, ("sales", "vip"), "admin", "Robert")
     assert await storage.get_agent(bob.id) == changed
+    assert changed.token_gen == 0
+    bumped = await storage.update_agent(bob.id, role="agent", bump_token_gen=True)
+    assert (bumped.role, bumped.token_gen) == ("agent", 1)
+    assert (await storage.update_agent(bob.id, bump_token_gen=True)).token_gen == 2
+    assert (await storage.update_agent(bob.id, capacity=3)).token_gen == 2
     with pytest.raises(ValueError):
         await storage.update_agent(bob.id, username="bobby")
     with pytest.raises(NotFound):
         await storage.update_agent("a_nobody", capacity=1)
+
+
+async def test_canned_replies(storage: Storage) -> None:
+    site = await storage.create_site("shop", ())
+    other = await storage.create_site("other", ())
+    refund = await storage.create_canned_reply(site.id, "/refund", "Refunds take 3-5 days.")
+    hello = await storage.create_canned_reply(site.id, "/hi", "您好，请问有什么可以帮您？")
+    await storage.create_canned_reply(other.id, "/refund", "Other site's text")
+    with pytest.raises(Conflict):
+        await storage.create_canned_reply(site.id, "/refund", "again")
+    assert await storage.get_canned_reply(refund.id) == refund
+    assert await storage.get_canned_reply(999_999) is None
+    assert [r.shortcut for r in await storage.list_canned_replies(site.id)] == ["/hi", "/refund"]
+    assert await storage.list_canned_replies(site.id, "REFUND") == [refund]  # shortcut, any case
+    assert await storage.list_canned_replies(site.id, "days") == [refund]  # text
+    assert await storage.list_canned_replies(site.id, "帮您") == [hello]
+    assert await storage.list_canned_replies(site.id, "%") == []  # no pattern syntax
+    assert len(await storage.list_canned_replies(site.id, limit=1)) == 1
+    updated = await storage.update_canned_reply(refund.id, text="Refunds take a week.")
+    assert (updated.shortcut, updated.text) == ("/refund", "Refunds take a week.")
+    assert updated.updated_at >= refund.updated_at
+    with pytest.raises(Conflict):
+        await storage.update_canned_reply(refund.id, shortcut="/hi")
+    with pytest.raises(NotFound):
+        await storage.update_canned_reply(999_999, text="x")
+    assert await storage.delete_canned_reply(refund.id) is True
+    assert await storage.delete_canned_reply(refund.id) is False
+    assert await storage.list_canned_replies(site.id) == [hello]
 
 
 # --- lifecycle -----------------------------------------------------------------------------------
