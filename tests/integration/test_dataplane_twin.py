@@ -54,7 +54,7 @@ def _normalise(frame: dict[str, Any], names: dict[Any, str]) -> dict[str, Any]:
         return names.setdefault(value, f"#{len(names)}")
 
     out = dict(frame)
-    for key in ("conv", "agent"):
+    for key in ("conv", "agent", "agent_name"):
         if key in out and not isinstance(out[key], bool):
             out[key] = name(out[key])
     if "ts" in out:
