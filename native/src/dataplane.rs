@@ -665,6 +665,16 @@ impl DataPlane {
             .collect())
     }
 
+    /// Seconds from frame to ack for the sends acked since the last call.
+    fn take_ack_latencies(&self) -> PyResult<Vec<f64>> {
+        Ok(self
+            .inner
+            .try_borrow_mut()
+            .map_err(borrow_error)?
+            .plane
+            .take_ack_latencies())
+    }
+
     /// Visitors' new messages `[(conv, text)]` for mood scoring.
     fn take_scored(&self) -> PyResult<Vec<(u64, String)>> {
         Ok(self

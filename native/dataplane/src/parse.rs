@@ -712,7 +712,8 @@ mod tests {
     #[test]
     fn meta_floats_parse_correctly_rounded_like_python() {
         // Found by fuzzing: serde_json's fast float parser is off by an ulp here; Python is not.
-        let frame = r#"{"t":"send","conv":1,"cmid":"a","text":"x","meta":{"neg":-922.372036854771808}}"#;
+        let frame =
+            r#"{"t":"send","conv":1,"cmid":"a","text":"x","meta":{"neg":-922.372036854771808}}"#;
         let ClientFrame::Send(send) = json(frame) else {
             panic!("declined")
         };

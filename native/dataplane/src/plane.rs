@@ -79,6 +79,7 @@ pub(crate) struct PendingMessage {
 /// A submitted `send` waiting for its outcome.
 #[derive(Debug)]
 struct InFlight {
+    received: std::time::Instant,
     slot: u32,
     generation: u32,
     message: PendingMessage,
@@ -100,6 +101,7 @@ pub struct DataPlane<S: DurableSink> {
     deliveries: Vec<Delivery>,
     replay_frames: Vec<(u64, Vec<u8>)>,
     scored: Vec<(u64, String)>,
+    ack_latencies: Vec<f64>,
     pub stats: Stats,
 }
 
@@ -127,6 +129,7 @@ impl<S: DurableSink> DataPlane<S> {
             deliveries: Vec::new(),
             replay_frames: Vec::new(),
             scored: Vec::new(),
+            ack_latencies: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -328,6 +331,7 @@ impl<S: DurableSink> DataPlane<S> {
         self.in_flight.insert(
             token,
             InFlight {
+                received: std::time::Instant::now(),
                 slot,
                 generation,
                 message: PendingMessage {
@@ -427,6 +431,8 @@ impl<S: DurableSink> DataPlane<S> {
                         self.queue_for_slot(flight.slot, binary, frame);
                     }
                     self.stats.acked += 1;
+                    self.ack_latencies
+                        .push(flight.received.elapsed().as_secs_f64());
                 }
                 Status::NotFound | Status::Conflict | Status::Failed => {
                     // The hub's words for the same failures (`_on_committed`, `_check_sendable`).
@@ -583,6 +589,11 @@ impl<S: DurableSink> DataPlane<S> {
     /// Visitors' new messages (conv, text) for mood scoring.
     pub fn take_scored(&mut self) -> Vec<(u64, String)> {
         std::mem::take(&mut self.scored)
+    }
+
+    /// Seconds from frame to ack of the sends acked since the last call (for the latency histogram).
+    pub fn take_ack_latencies(&mut self) -> Vec<f64> {
+        std::mem::take(&mut self.ack_latencies)
     }
 
     /// Submitted sends whose outcome has not arrived.

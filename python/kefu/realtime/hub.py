@@ -156,6 +156,7 @@ class Hub:
                 storage, max_text_bytes=config.max_text_bytes, max_cmid_len=config.max_cmid_len,
                 typing_interval_s=config.typing_interval_s, score_visitors=self.mood_scorer is not None)
             self.native.on_acked = self._native_acked
+            self.native.on_ack_latencies = self._native_ack_latencies
             self.native.on_scored = self._native_scored
             self.native.on_replay_frames = self._native_replay_frames
             self.native.on_stuck = self._native_stuck
@@ -657,6 +658,11 @@ class Hub:
         self.metrics.inc("kefu_messages_acked_total", acked)
         if deduplicated:
             self.metrics.inc("kefu_messages_deduplicated_total", deduplicated)
+
+    def _native_ack_latencies(self, latencies: list[float]) -> None:
+        observe = self.metrics.ack_latency.observe
+        for seconds in latencies:
+            observe(seconds)
 
     def _native_scored(self, scored: list[tuple[int, str]]) -> None:
         if self.mood_scorer is not None:
