@@ -259,6 +259,7 @@ def featurize_batch(texts: list[str], bits: int = ...) -> tuple[NDArray[np.int64
 
 DATAPLANE_CAPSULE: str
 DATAPLANE_HEADROOM: int
+DATAPLANE_LATENCY_BOUNDS: list[float]
 
 @final
 class DataPlane:
@@ -294,3 +295,6 @@ class DataPlane:
     def take_scored(self) -> list[tuple[int, str]]: ...
     def close(self) -> None: ...
     def stats(self) -> dict[str, int]: ...
+    def latency_histograms(self) -> dict[str, tuple[list[int], float]]:
+        """Natively recorded "ack" and "fanout" latency: (bucket counts, one more than
+        DATAPLANE_LATENCY_BOUNDS, not cumulative; sum of seconds)."""

@@ -162,6 +162,9 @@ class Hub:
             for key in ("submitted", "acked", "deduplicated", "failed", "declined", "delivered", "relayed"):
                 metrics.gauge(f"kefu_dataplane_{key}", f"native data plane: frames {key} (since start)",
                               partial(self._native_stat, key))
+            # Acks and fan-out of native sends are timed in Rust; /metrics and the admin stats add them.
+            metrics.ack_latency.native = partial(self._native_latency, "ack")
+            metrics.delivery_latency.native = partial(self._native_latency, "fanout")
         self._handlers: dict[str, Callable[[compiled.Connection, Principal, dict[str, Any]], Any]] = {
             "hello": self._on_hello, "open": self._on_open, "send": self._on_send,
             "typing": self._on_typing, "read": self._on_read, "accept": self._on_accept,
@@ -653,6 +656,9 @@ class Hub:
     # --- what the native data plane leaves to Python, once per batch ------------------------------
     def _native_stat(self, key: str) -> float:
         return self.native.plane.stats()[key] if self.native is not None else 0
+    def _native_latency(self, key: str) -> tuple[list[int], float]:
+        assert self.native is not None
+        return self.native.plane.latency_histograms()[key]
     def _native_acked(self, acked: int, deduplicated: int) -> None:
         self.metrics.inc("kefu_messages_acked_total", acked)
         if deduplicated:
