@@ -10,6 +10,7 @@
 //! Python object made per frame.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use kefu_codec::FrameLimits;
 use kefu_dataplane::encode::HEADROOM;
+use kefu_dataplane::latency::{LatencyHistogram, LATENCY_BOUNDS};
 use kefu_dataplane::plane::{Committed, Stats};
 use kefu_dataplane::sink::{AppendRecord, DurableSink, SinkError};
 use kefu_dataplane::{
@@ -267,6 +269,7 @@ fn after_headroom(frame: &mut [u8]) -> (*mut c_char, usize) {
 unsafe extern "C" fn vt_clear(ctx: *mut c_void) {
     if let Ok(mut inner) = inner(ctx).try_borrow_mut() {
         inner.reading.clear();
+        inner.plane.frames_written();
     }
 }
 
@@ -458,7 +461,7 @@ impl DataPlane {
     /// Pending deliveries as `[(slots, json, binary | None)]` (tests; the gateway reads them in C).
     fn take_deliveries<'py>(&self, py: Python<'py>) -> PyResult<Vec<PyDelivery<'py>>> {
         let mut inner = self.inner.try_borrow_mut().map_err(borrow_error)?;
-        Ok(inner
+        let taken = inner
             .plane
             .take_deliveries()
             .into_iter()
@@ -466,7 +469,9 @@ impl DataPlane {
                 let binary = d.frame.binary_payload().map(|b| PyBytes::new(py, b));
                 (d.slots, PyBytes::new(py, d.frame.json_payload()), binary)
             })
-            .collect())
+            .collect();
+        inner.plane.frames_written(); // handed to the caller, which writes them
+        Ok(taken)
     }
 
     // --- the Python-side writer (seam 1, once per batch) ----------------------------------------
@@ -665,16 +670,6 @@ impl DataPlane {
             .collect())
     }
 
-    /// Seconds from frame to ack for the sends acked since the last call.
-    fn take_ack_latencies(&self) -> PyResult<Vec<f64>> {
-        Ok(self
-            .inner
-            .try_borrow_mut()
-            .map_err(borrow_error)?
-            .plane
-            .take_ack_latencies())
-    }
-
     /// Visitors' new messages `[(conv, text)]` for mood scoring.
     fn take_scored(&self) -> PyResult<Vec<(u64, String)>> {
         Ok(self
@@ -698,6 +693,18 @@ impl DataPlane {
             }
         }
         Ok(())
+    }
+
+    /// Latency recorded natively, per histogram ("ack", "fanout"): (bucket counts, not cumulative,
+    /// one more than `LATENCY_BOUNDS`; sum of seconds). The bounds are `kefu.metrics.LATENCY_BUCKETS`.
+    fn latency_histograms(&self) -> PyResult<HashMap<&'static str, (Vec<u64>, f64)>> {
+        let inner = self.inner.try_borrow().map_err(borrow_error)?;
+        let plane = &inner.plane;
+        let read = |histogram: &LatencyHistogram| (histogram.counts.to_vec(), histogram.sum);
+        Ok(HashMap::from([
+            ("ack", read(&plane.ack_latency)),
+            ("fanout", read(&plane.fanout_latency)),
+        ]))
     }
 
     /// Counters: submitted, acked, deduplicated, failed, declined, delivered, relayed, in_flight.
@@ -733,5 +740,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<DataPlane>()?;
     m.add("DATAPLANE_CAPSULE", CAPSULE_NAME.to_str().expect("ASCII"))?;
     m.add("DATAPLANE_HEADROOM", HEADROOM)?;
+    m.add("DATAPLANE_LATENCY_BOUNDS", LATENCY_BOUNDS.to_vec())?;
     Ok(())
 }

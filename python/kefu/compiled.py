@@ -66,6 +66,7 @@ featurize_batch = _native.featurize_batch
 # Twin: the hub's own send/typing handlers (KEFU_DATAPLANE=python); tests compare both.
 DataPlane = _native.DataPlane
 DATAPLANE_CAPSULE: str = _native.DATAPLANE_CAPSULE
+DATAPLANE_LATENCY_BOUNDS: list[float] = _native.DATAPLANE_LATENCY_BOUNDS  # == kefu.metrics.LATENCY_BUCKETS
 
 # --- WebSocket gateway (engine/) ------------------------------------------------------------------
 

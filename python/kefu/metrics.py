@@ -23,41 +23,66 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class Histogram:
-    __slots__ = ("bounds", "count", "counts", "help", "name", "total")
+    __slots__ = ("bounds", "help", "name", "native", "own_count", "own_counts", "own_total")
 
     def __init__(self, name: str, help_text: str, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self.name = name
         self.help = help_text
         self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
-        self.count = 0
+        self.own_counts = [0] * (len(bounds) + 1)
+        self.own_total = 0.0
+        self.own_count = 0
+        # Observations recorded outside Python (the native data plane): () -> (bucket counts, sum).
+        # Read only when the histogram is read, so the native path costs Python nothing per message.
+        self.native: Callable[[], tuple[list[int], float]] | None = None
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-        self.count += 1
+        self.own_counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.own_total += value
+        self.own_count += 1
+
+    def snapshot(self) -> tuple[list[int], float, int]:
+        """(bucket counts, sum, count) of Python's observations plus the native ones."""
+        if self.native is None:
+            return list(self.own_counts), self.own_total, self.own_count
+        native_counts, native_total = self.native()
+        counts = [own + native for own, native in zip(self.own_counts, native_counts, strict=True)]
+        return counts, self.own_total + native_total, self.own_count + sum(native_counts)
+
+    @property
+    def counts(self) -> list[int]:
+        return self.snapshot()[0]
+
+    @property
+    def total(self) -> float:
+        return self.snapshot()[1]
+
+    @property
+    def count(self) -> int:
+        return self.snapshot()[2]
 
     def quantile(self, q: float) -> float:
         """Upper bound of the bucket holding the q-quantile (what /admin shows as p50/p99)."""
-        if not self.count:
+        counts, _, count = self.snapshot()
+        if not count:
             return 0.0
-        rank = q * self.count
+        rank = q * count
         seen = 0
-        for index, bucket_count in enumerate(self.counts):
+        for index, bucket_count in enumerate(counts):
             seen += bucket_count
             if seen >= rank:
                 return self.bounds[index] if index < len(self.bounds) else float("inf")
         return float("inf")
 
     def family(self) -> HistogramMetricFamily:
+        counts, total, count = self.snapshot()
         buckets: list[tuple[str, float]] = []
         cumulative = 0
-        for bound, bucket_count in zip(self.bounds, self.counts):
+        for bound, bucket_count in zip(self.bounds, counts):
             cumulative += bucket_count
             buckets.append((repr(float(bound)), cumulative))
-        buckets.append(("+Inf", self.count))
-        return HistogramMetricFamily(self.name, self.help, buckets=buckets, sum_value=self.total)
+        buckets.append(("+Inf", count))
+        return HistogramMetricFamily(self.name, self.help, buckets=buckets, sum_value=total)
 
 
 # Help texts for counters the code names at the point of use (`metrics.inc("…_total")`).

@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import bisect
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kefu import compiled
+from kefu.metrics import LATENCY_BUCKETS, Histogram
 from kefu.realtime.hub import _message_frame
 from kefu.reference import codec as reference_codec
 from kefu.reference.dataplane import parse_client_frame
@@ -192,6 +195,31 @@ def test_delivery_rules_with_a_scripted_writer() -> None:
     assert slots == [AGENT] and msg is not None
     stats = plane.stats()
     assert (stats["submitted"], stats["acked"], stats["deduplicated"], stats["in_flight"]) == (3, 3, 1, 0)
+
+
+def test_latency_is_recorded_natively_in_the_metrics_buckets() -> None:
+    assert tuple(compiled.DATAPLANE_LATENCY_BOUNDS) == LATENCY_BUCKETS
+    plane = Plane().plane
+    empty = plane.latency_histograms()
+    assert empty == {"ack": ([0] * (len(LATENCY_BUCKETS) + 1), 0.0), "fanout": ([0] * (len(LATENCY_BUCKETS) + 1), 0.0)}
+    for seq, cmid in ((1, "a"), (2, "b")):
+        assert plane.handle(VISITOR, b'{"t":"send","conv":7,"cmid":"%s","text":"x"}' % cmid.encode(), False, 1.0, 1.0)
+        (token, *_), = plane.take_records()
+        time.sleep(0.002)  # the ack latency includes the commit: at least this long
+        plane.on_outcomes([(token, CONV, seq, 5.0, "created")])
+    assert len(plane.take_deliveries()) == 4  # two acks, two msgs (the deliveries are written now)
+    ack_counts, ack_sum = plane.latency_histograms()["ack"]
+    fanout_counts, fanout_sum = plane.latency_histograms()["fanout"]
+    assert sum(ack_counts) == 2 and ack_sum >= 0.004
+    assert sum(ack_counts[:bisect.bisect_left(LATENCY_BUCKETS, 0.002)]) == 0, "below the commit time"
+    assert sum(fanout_counts) == 2 and fanout_sum >= 0.0
+
+    # The process histogram adds them to Python's own observations when it is read.
+    histogram = Histogram("h", "h")
+    histogram.observe(0.0001)
+    histogram.native = lambda: plane.latency_histograms()["ack"]
+    assert histogram.count == 3 and histogram.total == pytest.approx(0.0001 + ack_sum)
+    assert histogram.counts[1] == 1 + ack_counts[1]
 
 
 def test_refusals_go_back_to_python() -> None:

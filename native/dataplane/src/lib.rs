@@ -12,11 +12,13 @@
 //! - [`encode`] writes the server frames (`ack`, `msg`, `typing`, `read`) once per wire format.
 
 pub mod encode;
+pub mod latency;
 pub mod parse;
 pub mod plane;
 pub mod sink;
 pub mod tables;
 
+pub use latency::{LatencyHistogram, LATENCY_BOUNDS};
 pub use parse::{ClientFrame, Kind, Limits, SendFrame};
 pub use plane::{DataPlane, Delivery, Handled};
 pub use sink::{AppendRecord, DurableSink, MemorySink, Outcome, SinkError, Status};

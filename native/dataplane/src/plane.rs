@@ -6,11 +6,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::time::Instant;
 
 use kefu_codec::FrameLimits;
 use serde_json::{Map, Value};
 
 use crate::encode::{self, Encoded, Message};
+use crate::latency::LatencyHistogram;
 use crate::parse::{self, ClientFrame, Kind, Limits, SendFrame};
 use crate::sink::{AppendRecord, DurableSink, Outcome, Status};
 use crate::tables::{ConnRow, ConvRow, ConvState, PrincipalRow, Role, TableUpdate};
@@ -79,8 +81,9 @@ pub(crate) struct PendingMessage {
 /// A submitted `send` waiting for its outcome.
 #[derive(Debug)]
 struct InFlight {
-    received: std::time::Instant,
     slot: u32,
+    /// When the frame arrived (ack latency runs from here to the ack).
+    received: Instant,
     generation: u32,
     message: PendingMessage,
 }
@@ -101,8 +104,13 @@ pub struct DataPlane<S: DurableSink> {
     deliveries: Vec<Delivery>,
     replay_frames: Vec<(u64, Vec<u8>)>,
     scored: Vec<(u64, String)>,
-    ack_latencies: Vec<f64>,
     pub stats: Stats,
+    /// Frame received → ack queued for writing (after the durable commit).
+    pub ack_latency: LatencyHistogram,
+    /// Commit → msg frames written to every subscriber ([`Self::frames_written`]).
+    pub fanout_latency: LatencyHistogram,
+    /// Messages released since the last [`Self::frames_written`], and when the first was committed.
+    unwritten: Option<(Instant, u64)>,
 }
 
 impl<S: DurableSink> DataPlane<S> {
@@ -129,8 +137,10 @@ impl<S: DurableSink> DataPlane<S> {
             deliveries: Vec::new(),
             replay_frames: Vec::new(),
             scored: Vec::new(),
-            ack_latencies: Vec::new(),
             stats: Stats::default(),
+            ack_latency: LatencyHistogram::default(),
+            fanout_latency: LatencyHistogram::default(),
+            unwritten: None,
         }
     }
 
@@ -331,8 +341,8 @@ impl<S: DurableSink> DataPlane<S> {
         self.in_flight.insert(
             token,
             InFlight {
-                received: std::time::Instant::now(),
                 slot,
+                received: Instant::now(),
                 generation,
                 message: PendingMessage {
                     sender: principal,
@@ -431,8 +441,8 @@ impl<S: DurableSink> DataPlane<S> {
                         self.queue_for_slot(flight.slot, binary, frame);
                     }
                     self.stats.acked += 1;
-                    self.ack_latencies
-                        .push(flight.received.elapsed().as_secs_f64());
+                    self.ack_latency
+                        .observe(flight.received.elapsed().as_secs_f64(), 1);
                 }
                 Status::NotFound | Status::Conflict | Status::Failed => {
                     // The hub's words for the same failures (`_on_committed`, `_check_sendable`).
@@ -527,6 +537,8 @@ impl<S: DurableSink> DataPlane<S> {
             }
             self.stats.delivered += targets.len() as u64;
             if !targets.is_empty() {
+                let unwritten = self.unwritten.get_or_insert_with(|| (Instant::now(), 0));
+                unwritten.1 += 1;
                 self.deliveries.push(Delivery {
                     slots: targets,
                     frame,
@@ -577,6 +589,15 @@ impl<S: DurableSink> DataPlane<S> {
     // --- frames out -----------------------------------------------------------------------------
 
     /// Everything to write since the last call, in order.
+    /// The transports took every delivery so far: each message released since the last call gets
+    /// one fan-out observation of the batch's elapsed time (measured per batch, not per message).
+    pub fn frames_written(&mut self) {
+        if let Some((since, messages)) = self.unwritten.take() {
+            self.fanout_latency
+                .observe(since.elapsed().as_secs_f64(), messages);
+        }
+    }
+
     pub fn take_deliveries(&mut self) -> Vec<Delivery> {
         std::mem::take(&mut self.deliveries)
     }
@@ -591,10 +612,6 @@ impl<S: DurableSink> DataPlane<S> {
         std::mem::take(&mut self.scored)
     }
 
-    /// Seconds from frame to ack of the sends acked since the last call (for the latency histogram).
-    pub fn take_ack_latencies(&mut self) -> Vec<f64> {
-        std::mem::take(&mut self.ack_latencies)
-    }
 
     /// Submitted sends whose outcome has not arrived.
     pub fn in_flight(&self) -> usize {

@@ -47,7 +47,6 @@ class NativeDataPlane:
         self.on_replay_frames: Callable[[list[tuple[int, bytes]]], None] = lambda frames: None
         self.on_stuck: Callable[[list[tuple[int, int, int]]], None] = lambda stuck: None
         self.on_acked: Callable[[int, int], None] = lambda acked, deduplicated: None
-        self.on_ack_latencies: Callable[[list[float]], None] = lambda latencies: None
         self._attached = False
         self._journal_fd: int | None = None
 
@@ -148,9 +147,6 @@ class NativeDataPlane:
     def _after(self) -> None:
         """Write what the data plane produced and give Python its share, once per batch."""
         compiled.write_deliveries()
-        latencies = self.plane.take_ack_latencies()
-        if latencies:
-            self.on_ack_latencies(latencies)
         frames = self.plane.take_replay_frames()
         if frames:
             self.on_replay_frames(frames)

@@ -156,13 +156,15 @@ class Hub:
                 storage, max_text_bytes=config.max_text_bytes, max_cmid_len=config.max_cmid_len,
                 typing_interval_s=config.typing_interval_s, score_visitors=self.mood_scorer is not None)
             self.native.on_acked = self._native_acked
-            self.native.on_ack_latencies = self._native_ack_latencies
             self.native.on_scored = self._native_scored
             self.native.on_replay_frames = self._native_replay_frames
             self.native.on_stuck = self._native_stuck
             for key in ("submitted", "acked", "deduplicated", "failed", "declined", "delivered", "relayed"):
                 metrics.gauge(f"kefu_dataplane_{key}", f"native data plane: frames {key} (since start)",
                               partial(self._native_stat, key))
+            # Acks and fan-out of native sends are timed in Rust; /metrics and the admin stats add them.
+            metrics.ack_latency.native = partial(self._native_latency, "ack")
+            metrics.delivery_latency.native = partial(self._native_latency, "fanout")
         self._handlers: dict[str, Callable[[compiled.Connection, Principal, dict[str, Any]], Any]] = {
             "hello": self._on_hello, "open": self._on_open, "send": self._on_send,
             "typing": self._on_typing, "read": self._on_read, "accept": self._on_accept,
@@ -654,15 +656,13 @@ class Hub:
     # --- what the native data plane leaves to Python, once per batch ------------------------------
     def _native_stat(self, key: str) -> float:
         return self.native.plane.stats()[key] if self.native is not None else 0
+    def _native_latency(self, key: str) -> tuple[list[int], float]:
+        assert self.native is not None
+        return self.native.plane.latency_histograms()[key]
     def _native_acked(self, acked: int, deduplicated: int) -> None:
         self.metrics.inc("kefu_messages_acked_total", acked)
         if deduplicated:
             self.metrics.inc("kefu_messages_deduplicated_total", deduplicated)
-
-    def _native_ack_latencies(self, latencies: list[float]) -> None:
-        observe = self.metrics.ack_latency.observe
-        for seconds in latencies:
-            observe(seconds)
 
     def _native_scored(self, scored: list[tuple[int, str]]) -> None:
         if self.mood_scorer is not None:
