@@ -57,7 +57,9 @@ mkdir -p /dist
 
 if [ "$mode" = native ]; then
   /opt/build/bin/pip wheel -q "${offline[@]}" --no-build-isolation --no-deps ./engine -w /dist
-  /opt/build/bin/maturin build --release --locked --interpreter /opt/build/bin/python -o /dist
+  # --auditwheel skip: never copy the system libsqlite3 into the wheel (it must stay the one copy
+  # Python's sqlite3 module loads too).
+  /opt/build/bin/maturin build --release --locked --auditwheel skip --interpreter /opt/build/bin/python -o /dist
   python3 -m venv /opt/kefu
   /opt/kefu/bin/pip install -q "${offline[@]}" --find-links "$cache/wheelhouse" --find-links /dist \
     -r requirements/image.txt kefu kefu-engine
@@ -77,7 +79,7 @@ unset _PYTHON_HOST_PLATFORM _PYTHON_SYSCONFIGDATA_NAME
 # The Rust extension: PyO3 needs only the target's Python version for an extension module.
 export PYO3_CROSS_PYTHON_VERSION=3.13
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-/opt/build/bin/maturin build --release --locked --target aarch64-unknown-linux-gnu \
+/opt/build/bin/maturin build --release --locked --auditwheel skip --target aarch64-unknown-linux-gnu \
   --interpreter python3.13 --compatibility linux -o /dist
 ls /dist
 # Install for the target: pip resolves against aarch64 wheels only and unpacks them, running nothing.
