@@ -11,6 +11,7 @@
 #                                   the arm64 runtime stage puts into its own venv
 # The build tools (maturin, Cython, setuptools) live in /opt/build and stay in the build stage.
 set -euo pipefail
+trap 'echo "image-build-stage.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 mode=${1:-native}
 cd /src
 cache=/src/.cache/image

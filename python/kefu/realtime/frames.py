@@ -5,7 +5,7 @@ the offending frame type or cmid in `ref`, and the connection stays up.
 
 The rule behind the checks: whatever is acknowledged must be storable by both databases and
 encodable in both wire formats, for every subscriber, forever. So strings are valid UTF-8 without
-U+0000 (PostgreSQL refuses it; JSON's "\ud800" escape yields a lone surrogate, which is not UTF-8),
+U+0000 (PostgreSQL refuses it; JSON's "\\ud800" escape yields a lone surrogate, which is not UTF-8),
 integers fit msgpack's range [-2^63, 2^64), floats are finite, and `meta` has depth and size bounds
 that keep a `msg` frame far below the encoders' 64 KiB frame limit. These are plain functions and
 constants so a native send path can mirror them.
