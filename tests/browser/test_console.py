@@ -213,7 +213,14 @@ async def test_fifty_open_conversations_stay_usable(page: Page, web_server: Serv
 async def test_sign_out_forgets_the_session_in_this_tab(page: Page, web_server: ServerProcess, api: Api) -> None:
     agent = await new_agent(api)
     await console_login(page, web_server, agent["username"], agent["password"])
-    await page.wait_for_function("sessionStorage.getItem('kefu.console') !== null")  # saved (debounced)
+    # Saved (debounced). Polled with evaluate: wait_for_function evaluates its predicate with eval, which
+    # the console's CSP (no 'unsafe-eval') rightly refuses.
+    for _ in range(100):
+        if await page.evaluate("sessionStorage.getItem('kefu.console') !== null"):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the console never saved its session")
     await page.click("#logout")
     await expect(page.locator("form.login")).to_be_visible()
     assert await page.evaluate("sessionStorage.getItem('kefu.console')") is None

@@ -146,6 +146,7 @@ class Hub:
         self.admission = Admission(config)
         self.online_agents: set[str] = set()
         self._offline_timers: dict[str, asyncio.TimerHandle] = {}
+        self._unreachable: set[str] = set()  # online agents without a connection (in the reconnect grace)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._epoch = ""
@@ -249,6 +250,11 @@ class Hub:
             if not peers:
                 del self.by_principal[principal.id]
                 if principal.id in self.online_agents:
+                    try:
+                        self.router.agent_unreachable(principal.id)
+                        self._unreachable.add(principal.id)
+                    except KeyError:
+                        pass
                     loop = asyncio.get_running_loop()
                     self._offline_timers[principal.id] = loop.call_later(
                         self.config.agent_offline_grace_s, self._agent_offline, principal.id)
@@ -881,6 +887,9 @@ class Hub:
             raise ProtocolError("forbidden", "agent account is disabled")
         self.agents[agent.id] = agent
         if agent.id in self.online_agents:
+            if agent.id in self._unreachable:  # back within the grace: offered new chats again
+                self._unreachable.discard(agent.id)
+                await self._apply_all(self.router.agent_online(_profile(agent), time.time()))
             return
         self.online_agents.add(agent.id)
         # Conversations it held before a restart count against its capacity again.
@@ -893,6 +902,7 @@ class Hub:
         self._offline_timers.pop(agent_id, None)
         if agent_id in self.by_principal:
             return
+        self._unreachable.discard(agent_id)
         self.online_agents.discard(agent_id)
         try:
             outcomes = self.router.agent_offline(agent_id, time.time())
@@ -931,6 +941,7 @@ class Hub:
             if timer is not None:
                 timer.cancel()
             self.online_agents.discard(principal_id)
+            self._unreachable.discard(principal_id)
             try:
                 outcomes = self.router.agent_offline(principal_id, time.time())
             except KeyError:

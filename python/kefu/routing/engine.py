@@ -419,6 +419,12 @@ class RoutingEngine:
         self._set_status(agent, STATUS_AWAY)
         return self._reroute_all(agent, now, "reroute:agent_away", active_too=False)
 
+    def agent_unreachable(self, agent_id: str) -> None:
+        """The agent's last connection dropped (the reconnect grace runs): it keeps its conversations
+        and pending offers, but nothing new is offered to an agent nobody can reach. `agent_online`
+        when it reconnects, `agent_offline` when the grace ends."""
+        self._set_status(self._require_agent(agent_id), STATUS_AWAY)
+
     def agent_offline(self, agent_id: str, now: float) -> list[Outcome]:
         agent = self._require_agent(agent_id)
         self._set_status(agent, STATUS_OFFLINE)
