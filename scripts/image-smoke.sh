@@ -48,7 +48,9 @@ done
 podman logs "$name" 2>&1 | grep "^KEFU READY" || { podman logs "$name"; exit 1; }
 echo "container ready after $(( $(date +%s) - started )) s; arch $(podman image inspect "$image" --format '{{.Architecture}}'), user $(podman exec "$name" id -u)"
 site_key=$(podman logs "$name" 2>&1 | sed -n 's/.*site key : \([^ ]*\).*/\1/p')
-password=$(podman logs "$name" 2>&1 | sed -n "s/.*username 'admin', password '\([^']*\)'.*/\1/p")
+# A container's output is a log, not a terminal: the first-start admin password is in a 0600 file in
+# the data volume (the log names it), never in the log itself.
+password=$(podman exec "$name" cat /app/data/initial-admin-password)
 "$python" scripts/image_smoke.py "https://127.0.0.1:$http_port" "$site_key" "$password" "$work/ssl/fullchain.pem"
 # `kefu health` is a fresh Python process: under emulation its imports alone take several seconds.
 podman healthcheck run "$name" 2>/dev/null || { echo "HEALTHCHECK failed" >&2; exit 1; }
