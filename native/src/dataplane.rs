@@ -31,11 +31,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCapsule, PyDict};
 
 /// Name of the capsule; the gateway checks it before trusting the pointer.
-const CAPSULE_NAME: &CStr = c"kefu._native.DataPlane.vtable";
+pub(crate) const CAPSULE_NAME: &CStr = c"kefu._native.DataPlane.vtable";
 
 /// `handle`'s answers, as the gateway sees them.
-const HANDLED_DECLINED: c_int = 0;
-const HANDLED_TAKEN: c_int = 1;
+pub(crate) const HANDLED_DECLINED: c_int = 0;
+pub(crate) const HANDLED_TAKEN: c_int = 1;
 
 /// `(slots, json, binary | None)` as Python sees a delivery.
 type PyDelivery<'py> = (Vec<u32>, Bound<'py, PyBytes>, Option<Bound<'py, PyBytes>>);
@@ -56,7 +56,7 @@ type QueuedRecord = (
 
 /// Seam 1 for a Python-side writer: records wait here until `take_records` hands them over as one
 /// list per batch; at most `capacity` wait (then `SinkError::Full`: backpressure, not buffering).
-struct BatchSink {
+pub(crate) struct BatchSink {
     queued: RefCell<Vec<QueuedRecord>>,
     capacity: usize,
     closed: RefCell<bool>,
@@ -89,7 +89,7 @@ impl DurableSink for BatchSink {
 
 /// Seam 1 for the native journal: records go Rust to Rust (copied once into the journal's owned
 /// record), outcomes come back on our own completion queue.
-struct JournalSink {
+pub(crate) struct JournalSink {
     journal: Arc<Journal>,
     completions: Arc<Completions>,
 }
@@ -121,7 +121,7 @@ impl DurableSink for JournalSink {
     }
 }
 
-enum Sink {
+pub(crate) enum Sink {
     Batch(BatchSink),
     Journal(JournalSink),
 }
@@ -144,8 +144,8 @@ impl Sink {
     }
 }
 
-struct Inner {
-    plane: Plane<Sink>,
+pub(crate) struct Inner {
+    pub(crate) plane: Plane<Sink>,
     /// The deliveries the gateway is reading through the vtable (kept until `clear`).
     reading: Vec<Delivery>,
 }
@@ -153,15 +153,15 @@ struct Inner {
 /// The C view of the data plane, for the Cython gateway. `#[repr(C)]`: its layout is the contract.
 #[repr(C)]
 pub struct DataPlaneVtable {
-    ctx: *mut c_void,
+    pub(crate) ctx: *mut c_void,
     /// Run one complete frame of connection `slot`: 1 taken (maybe with deliveries), 0 declined.
-    handle: unsafe extern "C" fn(*mut c_void, u32, *const c_char, usize, c_int, f64, f64) -> c_int,
+    pub(crate) handle: unsafe extern "C" fn(*mut c_void, u32, *const c_char, usize, c_int, f64, f64) -> c_int,
     /// Move the pending deliveries into the reading buffer; returns how many there are.
-    take: unsafe extern "C" fn(*mut c_void) -> usize,
+    pub(crate) take: unsafe extern "C" fn(*mut c_void) -> usize,
     /// Delivery `i` of the reading buffer: its slots and its two encodings (length 0: absent).
     /// Each payload pointer has `HEADROOM` writable bytes in front of it for the WebSocket header.
     #[allow(clippy::type_complexity)]
-    get: unsafe extern "C" fn(
+    pub(crate) get: unsafe extern "C" fn(
         *mut c_void,
         usize,
         *mut *const u32,
@@ -172,9 +172,9 @@ pub struct DataPlaneVtable {
         *mut usize,
     ),
     /// Free the reading buffer.
-    clear: unsafe extern "C" fn(*mut c_void),
+    pub(crate) clear: unsafe extern "C" fn(*mut c_void),
     /// Records waiting for the Python-side writer (so the gateway schedules one flush).
-    queued: unsafe extern "C" fn(*mut c_void) -> usize,
+    pub(crate) queued: unsafe extern "C" fn(*mut c_void) -> usize,
 }
 
 // SAFETY: the vtable is only ever used on the thread that owns the (unsendable) DataPlane.
@@ -287,7 +287,7 @@ unsafe extern "C" fn vt_queued(ctx: *mut c_void) -> usize {
 #[pyclass(module = "kefu._native", unsendable)]
 pub struct DataPlane {
     // Boxed: the vtable's ctx points at it, so it must not move while the object lives.
-    inner: Box<RefCell<Inner>>,
+    pub(crate) inner: Box<RefCell<Inner>>,
 }
 
 fn borrow_error<E>(_: E) -> PyErr {

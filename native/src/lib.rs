@@ -13,6 +13,7 @@ mod queue;
 mod routing;
 mod shmring;
 mod textfeat;
+mod worker_ring;
 
 #[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -24,5 +25,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     routing::register(m)?;
     shmring::register(m)?;
     textfeat::register(m)?;
+    worker_ring::register(m)?;
     Ok(())
 }

@@ -17,7 +17,7 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 
 #[pyclass(name = "ShmRing", module = "kefu._native", frozen)]
 pub(crate) struct ShmRing {
-    shared: SharedRing,
+    pub(crate) shared: SharedRing,
     watch: Mutex<StallWatch>,
     pid: u32,
 }

@@ -168,6 +168,43 @@ class ShmRing:
     def wait(self, timeout: float) -> None:
         """Sleep, GIL released, until a record is committed; at most `timeout` s (capped at 1 s)."""
 
+@final
+class RingForwarder:
+    """In a gateway worker: the gateway's data-plane vtable that writes every frame of a bound
+    connection, untouched, into the ingress ring (an `F` record; kefu.workers.wire). Declines (the
+    gateway's Python path answers) only when the ring is full or the slot is not bound."""
+
+    def __init__(self, ring: ShmRing, worker: int, generation: int) -> None: ...
+    def capsule(self) -> Any:
+        """The C vtable (capsule named DATAPLANE_CAPSULE); keep this object alive while it is used."""
+    def bind(self, slot: int, serial: int) -> None:
+        """Connection `serial` holds gateway slot `slot` from now on."""
+    def stats(self) -> tuple[int, int]:
+        """(frames forwarded, frames refused because the ring was full)."""
+
+@final
+class WorkerRouter:
+    """In the control process: worker connections as data-plane slots; ingress frames into the data
+    plane, its deliveries out as one `D` record per worker, control records in order beside them."""
+
+    def __init__(self) -> None: ...
+    def attach(self, worker: int, generation: int, ring: ShmRing) -> None: ...
+    def detach(self, worker: int) -> None: ...
+    def map(self, slot: int, worker: int, worker_slot: int, serial: int) -> None: ...
+    def unmap(self, slot: int) -> None: ...
+    def feed(self, plane: DataPlane, records: list[bytes], start: int) -> int:
+        """Run records[start:] through `plane` while they are frames it takes; the index of the first
+        record Python must handle (pickled, or a declined frame), or len(records)."""
+    def route(self, plane: DataPlane) -> bool:
+        """Write the plane's deliveries to the rings; True when some ring is backed up."""
+    def send(self, worker: int, record: bytes) -> bool:
+        """Queue an encoded control record for `worker` after what waits for it; True when backed up."""
+    def flush(self) -> bool:
+        """Retry backed-up records; True while some remain."""
+    @property
+    def dropped(self) -> int:
+        """Frames dropped because their connection or worker was gone."""
+
 # --- durable message writer ---
 
 _JournalOutcome = tuple[int, int, int, float, bool, str | None, str | None]

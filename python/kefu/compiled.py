@@ -40,6 +40,11 @@ QueueClosed = _native.QueueClosed
 
 # Many producers, one consumer; workers <-> control process. Twin: kefu.reference.shmring.
 ShmRing = _native.ShmRing
+# The hot path over the rings (native/src/worker_ring.rs; record layouts: kefu.workers.wire, its twin):
+# a worker forwards raw frames up, the control process's router feeds them to its data plane and
+# writes the deliveries down as one record per worker.
+RingForwarder = _native.RingForwarder
+WorkerRouter = _native.WorkerRouter
 
 # --- durable message writer (native/journal) ----------------------------------------------------
 
@@ -75,11 +80,17 @@ GatewayLimits = _gateway.Limits
 send_to_all = _gateway.send_to_all
 detach_dataplane = _gateway.detach_dataplane
 write_deliveries = _gateway.write_deliveries
+write_ring_records = _gateway.write_ring_records
 
 
 def attach_dataplane(plane: DataPlane, flush: Callable[[], None], call_soon: Callable[..., Any]) -> None:
     """Hand `plane`'s C vtable to the gateway: from now on it sees every frame first."""
     _gateway.attach_dataplane(plane, plane.capsule(), DATAPLANE_CAPSULE.encode(), flush, call_soon)
+
+
+def attach_forwarder(forwarder: RingForwarder, call_soon: Callable[..., Any]) -> None:
+    """In a gateway worker: every frame of a bound connection goes up the ingress ring untouched."""
+    _gateway.attach_dataplane(forwarder, forwarder.capsule(), DATAPLANE_CAPSULE.encode(), lambda: None, call_soon)
 CLOSE_SLOW_CONSUMER: int = _gateway.CLOSE_SLOW_CONSUMER
 CLOSE_RATE_LIMITED: int = _gateway.CLOSE_RATE_LIMITED
 CLOSE_IDLE: int = _gateway.CLOSE_IDLE

@@ -135,6 +135,7 @@ class Server:
         self.metrics.gauge("kefu_queue_length", "conversations waiting for an agent", router.queued_count)
         self.hub = Hub(config, self.storage, bus, router, self.metrics,
                        sentiment=load_sentiment(config))
+        self.prepare_hub(self.hub)
         await self.hub.start()
         await self.start_gateway(signer, sites, ssl_context)
         if not config.public_ws_url:
@@ -157,6 +158,9 @@ class Server:
 
     def site_cache(self) -> SiteCache:
         return SiteCache(self.storage)
+
+    def prepare_hub(self, hub: Hub) -> None:
+        """Called between creating the hub and starting it (worker processes hook in here)."""
 
     async def start_gateway(self, signer: TokenSigner, sites: SiteCache, ssl_context: Any = None) -> None:
         """Listen for WebSockets in this process (worker processes replace this: kefu.workers)."""

@@ -54,6 +54,43 @@ async def test_visitor_and_agent_on_different_workers_get_ordered_gap_free_deliv
         await client.close()
 
 
+async def test_sends_and_typing_across_workers_take_the_native_data_plane(workers_server: WorkersServer) -> None:
+    """Workers forward frames untouched; the control process's data plane takes send and typing (its
+    counters move), and both formats come out right on the other worker."""
+    api = Api(workers_server)
+    first, second = workers_server.worker_urls()
+    visitor, agent, conv, _ = await pinned_pair(api, agent_url=first, visitor_url=second, binary_agent=True)
+    await agent.expect("msg", conv=conv, seq=1)
+    before = await _dataplane_metrics(api)
+    for i in range(5):
+        await visitor.send({"t": "send", "conv": conv, "cmid": f"n{i}", "text": f"native {i} 你好"})
+        assert (await visitor.expect("ack"))["seq"] == i + 2
+    await visitor.send({"t": "typing", "conv": conv, "on": True})
+    msgs = [await agent.expect("msg", conv=conv, seq=seq) for seq in range(2, 7)]
+    assert [m["text"] for m in msgs] == [f"native {i} 你好" for i in range(5)]
+    assert (await agent.expect("typing", conv=conv))["on"] is True
+    # A retried cmid is acked with its seq and delivered to nobody.
+    await visitor.send({"t": "send", "conv": conv, "cmid": "n0", "text": "native 0 你好"})
+    assert (await visitor.expect("ack"))["seq"] == 2
+    after = await _dataplane_metrics(api)
+    assert after["kefu_dataplane_submitted"] - before["kefu_dataplane_submitted"] == 6
+    assert after["kefu_dataplane_deduplicated"] - before["kefu_dataplane_deduplicated"] == 1
+    assert after["kefu_dataplane_relayed"] - before["kefu_dataplane_relayed"] == 1
+    await agent.send({"t": "send", "conv": conv, "cmid": "a1", "text": "from the binary side"})
+    assert (await visitor.expect("msg", conv=conv, cmid="a1"))["text"] == "from the binary side"
+    redelivered = [f for f in await agent.quiet(0.3) if f["t"] == "msg" and f["cmid"] == "n0"]
+    assert redelivered == []
+    for client in (visitor, agent):
+        await client.close()
+
+
+async def _dataplane_metrics(api: Api) -> dict[str, float]:
+    status, text = await api.request("GET", "/metrics")
+    assert status == 200
+    return {name: float(value) for name, value in
+            (line.split() for line in text.splitlines() if line.startswith("kefu_dataplane_"))}
+
+
 async def test_typing_and_read_cross_workers(workers_server: WorkersServer) -> None:
     api = Api(workers_server)
     first, second = workers_server.worker_urls()

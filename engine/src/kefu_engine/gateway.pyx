@@ -185,6 +185,71 @@ def _run_flush():
         _dp_flush()
 
 
+def write_ring_records(list records, Py_ssize_t start):
+    """Write the delivery records (`D`, kefu_shmring::records) of `records[start:]` to their
+    connections, stopping at the first record of another kind; returns its index (or the length).
+    Used by gateway workers: the control process's data plane fans out, the worker only writes."""
+    cdef Py_ssize_t index, count = len(records)
+    cdef bytes record
+    for index in range(start, count):
+        record = <bytes>records[index]
+        if PyBytes_GET_SIZE(record) == 0 or PyBytes_AS_STRING(record)[0] != b'D':
+            return index
+        _write_delivery_record(PyBytes_AS_STRING(record), PyBytes_GET_SIZE(record))
+    return count
+
+
+cdef inline uint32_t _u32_at(const char* data) noexcept:
+    cdef uint32_t value
+    memcpy(&value, data, 4)  # little-endian on every platform Kefu builds for (x86_64, aarch64)
+    return value
+
+
+cdef int _write_delivery_record(const char* data, Py_ssize_t size) except -1:
+    # Layout: tag, 3 reserved, targets u32, json_len u32, binary_len u32, targets × (slot, serial), json, binary.
+    if size < 16:
+        return 0
+    cdef Py_ssize_t targets = _u32_at(data + 4), json_len = _u32_at(data + 8), binary_len = _u32_at(data + 12)
+    cdef Py_ssize_t json_at = 16 + targets * 8
+    if json_at + json_len + binary_len != size:
+        return 0  # not one of ours; never read past the record
+    cdef bytearray json_framed = None
+    cdef bytearray binary_framed = None
+    cdef Py_ssize_t k, slot_limit = len(_slots)
+    cdef uint32_t slot
+    cdef object entry
+    cdef Connection conn
+    for k in range(targets):
+        slot = _u32_at(data + 16 + k * 8)
+        if slot >= <size_t>slot_limit:
+            continue
+        entry = _slots[slot]
+        if entry is None:
+            continue
+        conn = <Connection>entry
+        if conn.serial != _u32_at(data + 20 + k * 8):
+            continue  # the slot's connection left; this one came later
+        if conn.binary:
+            if binary_len == 0:
+                continue
+            if binary_framed is None:
+                binary_framed = _copy_with_headroom(data + json_at + json_len, binary_len)
+            conn._send_framed(binary_framed)
+        else:
+            if json_len == 0:
+                continue
+            if json_framed is None:
+                json_framed = _copy_with_headroom(data + json_at, json_len)
+            conn._send_framed(json_framed)
+    return 0
+
+
+cdef bytearray _copy_with_headroom(const char* payload, Py_ssize_t size):
+    cdef bytearray framed = PyByteArray_FromStringAndSize(NULL, size + _HEADROOM)
+    memcpy(PyByteArray_AS_STRING(framed) + _HEADROOM, payload, size)
+    return framed
+
+
 def configure(decode_binary, encode_binary, json_loads, json_dumps, frame_error):
     """Inject the codec: ``decode_binary(bytes) -> dict`` raising ``frame_error(code, msg)`` on bad
     input, ``encode_binary(dict) -> bytes``, ``json_loads(str) -> object`` (given strictly decoded UTF-8) and
@@ -251,6 +316,9 @@ cdef class Connection(WSListener):
     cdef readonly uint64_t frames_refused
     # Index in the gateway's slot table while connected (the data plane's name for it), else -1.
     cdef readonly int slot
+    # Set by a gateway worker: tells this connection from an earlier one that held the same slot
+    # (delivery records name both; a stale one is skipped).
+    cdef public unsigned int serial
 
     def __init__(self, hub, principal, bint binary, Limits limits):
         self.hub = hub
@@ -480,10 +548,7 @@ cdef bytearray _with_headroom(bytes payload):
     """`payload` copied after `HEADROOM` spare bytes, where picows writes the frame header."""
     if payload is None:
         return None
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
-    cdef bytearray framed = PyByteArray_FromStringAndSize(NULL, size + _HEADROOM)
-    memcpy(PyByteArray_AS_STRING(framed) + _HEADROOM, PyBytes_AS_STRING(payload), size)
-    return framed
+    return _copy_with_headroom(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
 
 
 def send_to_all(connections, bytes json_payload, bytes binary_payload):

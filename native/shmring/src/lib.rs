@@ -14,6 +14,7 @@ mod futex;
 #[cfg(not(loom))]
 mod mapping;
 mod ring;
+pub mod records;
 mod sync;
 
 pub use consumer::{process_alive, wait_for_record, StallWatch, STALL_CHECK_AFTER};

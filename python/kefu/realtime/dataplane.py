@@ -49,6 +49,16 @@ class NativeDataPlane:
         self.on_acked: Callable[[int, int], None] = lambda acked, deduplicated: None
         self._attached = False
         self._journal_fd: int | None = None
+        # Where deliveries go: this process's gateway, or (control process of --workers) the rings.
+        self._write_deliveries: Callable[[], None] = compiled.write_deliveries
+        self._local_gateway = True
+
+    def route_through(self, write_deliveries: Callable[[], None]) -> None:
+        """The control process of `--workers N`: the connections live in gateway workers, so frames
+        arrive from `WorkerRouter.feed` and deliveries leave by `write_deliveries` (to the rings)
+        instead of through this process's gateway. Call before `attach`."""
+        self._write_deliveries = write_deliveries
+        self._local_gateway = False
 
     def attach(self) -> None:
         """From now on the gateway gives every frame to the data plane first. Storage is open (the
@@ -57,13 +67,15 @@ class NativeDataPlane:
         if isinstance(self.storage, SqliteStorage):
             self._journal_fd = self.plane.use_journal(self.storage.path, self.storage.synchronous)
             loop.add_reader(self._journal_fd, self._pump)
-        compiled.attach_dataplane(self.plane, self.flush, loop.call_soon)
+        if self._local_gateway:
+            compiled.attach_dataplane(self.plane, self.flush, loop.call_soon)
         self._attached = True
 
     def detach(self) -> None:
         """Stop taking frames; what was submitted is still written (and its outcomes delivered)."""
         if self._attached:
-            compiled.detach_dataplane()
+            if self._local_gateway:
+                compiled.detach_dataplane()
             self._attached = False
         self.plane.close()
         if self._journal_fd is not None:
@@ -144,9 +156,15 @@ class NativeDataPlane:
         self.on_acked(acked, sum(1 for outcome in outcomes if outcome[4] == "duplicate"))
         self._after()
 
+    def after_frames(self) -> None:
+        """After a batch of frames fed from the workers' rings: what the gateway does in one process
+        (write the deliveries; with a Python-side writer, carry the queued records to it)."""
+        self.flush()
+        self._after()
+
     def _after(self) -> None:
         """Write what the data plane produced and give Python its share, once per batch."""
-        compiled.write_deliveries()
+        self._write_deliveries()
         frames = self.plane.take_replay_frames()
         if frames:
             self.on_replay_frames(frames)

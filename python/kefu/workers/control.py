@@ -1,21 +1,26 @@
 """The control process's side of the rings: connections held by workers, seen as hub connections.
 
 The hub keeps its policy and state exactly as in one process; it only sees `RemoteConnection`s
-instead of gateway connections. Everything the hub sends to a connection becomes a record on the
-delivery ring of the worker holding it; a fan-out to many connections becomes one record per worker
-(the payloads encoded once, the connection ids listed).
+instead of gateway connections, each with a slot in the control process's native data plane.
+Workers forward every client frame untouched (`F` records, kefu.workers.wire); `WorkerRouter` (Rust)
+runs them through the data plane and writes its deliveries as one `D` record per worker, so `send`,
+`typing` and their acks and fan-out cross no Python code. Python sees a frame only when the data plane
+declines it (`hello`, `open`, `accept`, every malformed frame, ...): it is decoded here, as the
+gateway would, and handed to the hub. What the hub sends itself (pickled records) goes through the
+router too, so each worker receives everything in the order it was produced.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from kefu import compiled
+from kefu.realtime.frames import decode_json_text
 from kefu.realtime.hub import ConnState, Hub
 from kefu.workers import wire
 
@@ -36,16 +41,21 @@ class RemoteConnection:
         "ping_outstanding",
         "ping_sent_at",
         "principal",
+        "slot",
         "state",
         "subscriptions",
         "worker",
+        "worker_slot",
     )
 
-    def __init__(self, worker: WorkerLink, conn_id: int, principal: Any, binary: bool) -> None:
+    def __init__(self, worker: WorkerLink, conn_id: int, principal: Any, binary: bool, worker_slot: int,
+                 slot: int) -> None:
         self.worker = worker
         self.conn_id = conn_id
         self.principal = principal
         self.binary = binary
+        self.worker_slot = worker_slot  # the gateway slot on its worker (frames and deliveries name it)
+        self.slot = slot  # the control process's data-plane slot
         self.subscriptions: set[int] = set()
         self.state = ConnState()
         self.closed = False
@@ -82,33 +92,39 @@ class RemoteConnection:
 
 
 class WorkerLink:
-    """Control's view of one worker incarnation: its delivery ring and its connections."""
+    """Control's view of one worker incarnation: its connections (by id and by gateway slot)."""
 
-    def __init__(self, index: int, generation: int, ring: Any) -> None:
+    def __init__(self, index: int, generation: int, router: Router) -> None:
         self.index = index
         self.generation = generation
-        self.ring = ring
+        self.router = router
         self.connections: dict[int, RemoteConnection] = {}
-        self._backlog: collections.deque[bytes] = collections.deque()
-        self._retry: asyncio.TimerHandle | None = None
+        self.by_slot: dict[int, RemoteConnection] = {}
 
     def send(self, record: bytes) -> None:
-        if self._backlog or not self.ring.push(record):
-            self._backlog.append(record)
-            if self._retry is None:
-                self._retry = asyncio.get_running_loop().call_later(RETRY_S, self._flush)
+        self.router.send(self.index, record)
+
+
+class Router:
+    """`WorkerRouter` plus the loop timer that retries a backed-up ring (records wait in order)."""
+
+    def __init__(self) -> None:
+        self.native = compiled.WorkerRouter()
+        self._retry: asyncio.TimerHandle | None = None
+
+    def send(self, worker: int, record: bytes) -> None:
+        self._backed_up(self.native.send(worker, record))
+
+    def route(self, plane: Any) -> None:
+        self._backed_up(self.native.route(plane))
+
+    def _backed_up(self, backed_up: bool) -> None:
+        if backed_up and self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(RETRY_S, self._flush)
 
     def _flush(self) -> None:
         self._retry = None
-        while self._backlog and self.ring.push(self._backlog[0]):
-            self._backlog.popleft()
-        if self._backlog:
-            self._retry = asyncio.get_running_loop().call_later(RETRY_S, self._flush)
-
-    def discard(self) -> None:
-        if self._retry is not None:
-            self._retry.cancel()
-        self._backlog.clear()
+        self._backed_up(self.native.flush())
 
 
 class ControlPlane:
@@ -119,23 +135,31 @@ class ControlPlane:
         self.on_worker_up = on_worker_up
         self.workers: dict[int, WorkerLink] = {}
         self.sites: dict[int, tuple[str, ...]] = {}
-        hub.send_to_all = self.send_to_all  # the hub's one fan-out hook
+        self.router = Router()
+        # Data-plane slots of worker connections: dense, reused after a disconnect.
+        self._free_slots: list[int] = []
+        self._next_slot = 0
+        hub.send_to_all = self.send_to_all  # the hub's one fan-out hook (Python path)
+        self.native = hub.native
+        if self.native is not None:
+            self.native.route_through(partial(self.router.route, self.native.plane))
 
     # --- workers come and go -------------------------------------------------------------------------
     def attach(self, index: int, generation: int, ring: Any) -> None:
         self.detach(index)
-        self.workers[index] = WorkerLink(index, generation, ring)
+        self.router.native.attach(index, generation, ring)
+        self.workers[index] = WorkerLink(index, generation, self.router)
 
     def detach(self, index: int) -> None:
         """A worker exited: its sockets are gone; their clients reconnect (to any worker) and resume."""
         link = self.workers.pop(index, None)
         if link is None:
             return
-        link.discard()
+        self.router.native.detach(index)
         for conn in list(link.connections.values()):
-            conn.closed = True
-            self.hub.on_disconnected(conn)  # type: ignore[arg-type]
+            self._gone(conn)
         link.connections.clear()
+        link.by_slot.clear()
 
     def publish_sites(self, sites: Iterable[Any]) -> None:
         self.sites = {site.id: tuple(site.allowed_origins) for site in sites}
@@ -145,11 +169,54 @@ class ControlPlane:
 
     # --- ingress -------------------------------------------------------------------------------------
     def on_records(self, records: list[bytes]) -> None:
-        for data in records:
+        native = self.native
+        feed = self.router.native.feed
+        index, count = 0, len(records)
+        while index < count:
+            if native is not None:
+                # Frames the data plane takes, in Rust; it stops at the first record Python must see.
+                index = feed(native.plane, records, index)
+                if index >= count:
+                    break
+            data = records[index]
+            index += 1
             try:
-                self._apply(wire.decode(data))
+                if data[:1] == wire.FRAME_TAG:
+                    self._apply_frame(data)
+                else:
+                    self._apply(wire.decode(data))
             except Exception:
                 log.exception("ingress record failed")
+        if native is not None:
+            native.after_frames()
+
+    def _apply_frame(self, data: bytes) -> None:
+        """A frame the data plane declined (or every frame, with KEFU_DATAPLANE=python): decoded here
+        exactly as the gateway decodes it in one process, then handed to the hub."""
+        record = wire.decode_frame_record(data)
+        link = self.workers.get(record.worker) if record is not None else None
+        if record is None or link is None or link.generation != record.generation:
+            return
+        conn = link.by_slot.get(record.slot)
+        if conn is None or conn.closed or conn.conn_id != record.serial:
+            return
+        frame, error = decode_client_frame(record.payload, record.binary)
+        if frame is None:
+            conn.send_error(error[0], error[1], None)
+        else:
+            self.hub.on_frame(conn, frame)  # type: ignore[arg-type]
+
+    def _slot(self) -> int:
+        if self._free_slots:
+            return self._free_slots.pop()
+        self._next_slot += 1
+        return self._next_slot - 1
+
+    def _gone(self, conn: RemoteConnection) -> None:
+        conn.closed = True
+        self.hub.on_disconnected(conn)  # type: ignore[arg-type]
+        self.router.native.unmap(conn.slot)
+        self._free_slots.append(conn.slot)
 
     def _apply(self, record: tuple[Any, ...]) -> None:
         kind, index, generation = record[0], record[1], record[2]
@@ -161,13 +228,17 @@ class ControlPlane:
             if conn is not None and not conn.closed:
                 self.hub.on_frame(conn, record[4])  # type: ignore[arg-type]
         elif kind == "conn":
-            conn = link.connections[record[3]] = RemoteConnection(link, record[3], record[4], record[5])
+            conn_id, principal, binary, worker_slot = record[3:7]
+            conn = RemoteConnection(link, conn_id, principal, binary, worker_slot, self._slot())
+            link.connections[conn_id] = link.by_slot[worker_slot] = conn
+            self.router.native.map(conn.slot, index, worker_slot, conn_id)
             self.hub.on_connected(conn)  # type: ignore[arg-type]
         elif kind == "gone":
             gone = link.connections.pop(record[3], None)
             if gone is not None:
-                gone.closed = True
-                self.hub.on_disconnected(gone)  # type: ignore[arg-type]
+                if link.by_slot.get(gone.worker_slot) is gone:
+                    del link.by_slot[gone.worker_slot]
+                self._gone(gone)
         elif kind == "slow":
             slow = link.connections.get(record[3])
             if slow is not None:
@@ -189,3 +260,24 @@ class ControlPlane:
             link.send(wire.encode("send", ids, json_payload, binary_payload))
             sent += len(ids)
         return sent
+
+
+def decode_client_frame(payload: bytes, binary: bool) -> tuple[dict[str, Any] | None, tuple[str, str]]:
+    """A client frame's payload as the hub takes it, or (None, (code, message)) for the error frame;
+    the same checks, in the same order, as the gateway's `_on_message` in one process."""
+    if binary:
+        try:
+            frame = compiled.decode_frame(payload)
+        except compiled.FrameError as exc:
+            return None, (exc.args[0], exc.args[1])
+    else:
+        try:
+            # Strict UTF-8 first: json.loads(bytes) would also accept UTF-16 and UTF-32.
+            frame = decode_json_text(payload.decode("utf-8"))
+        except (ValueError, RecursionError):
+            return None, ("bad_frame", "not valid UTF-8 JSON")
+        if type(frame) is not dict:
+            return None, ("bad_frame", "a frame is a JSON object")
+    if type(frame.get("t")) is not str:
+        return None, ("bad_frame", "missing frame type 't'")
+    return frame, ("", "")

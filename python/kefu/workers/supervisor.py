@@ -25,6 +25,7 @@ from kefu import auth, compiled
 from kefu.auth import TokenSigner
 from kefu.config import Config
 from kefu.http.api import SiteCache
+from kefu.realtime.hub import Hub
 from kefu.server import Server
 from kefu.workers.control import ControlPlane
 from kefu.workers.pump import RingPump
@@ -74,10 +75,7 @@ class ControlServer(Server):
     """`Server` without its own WebSocket listener: N gateway workers hold the sockets."""
 
     def __init__(self, config: Config) -> None:
-        # The native data plane works on the gateway's own connections; here they live in workers, so
-        # the control process's hub takes the Python path (the data plane moving into the workers is
-        # the next step: docs/architecture.md, "Worker processes").
-        super().__init__(config.replace(dataplane="python"))
+        super().__init__(config)
         self.control: ControlPlane | None = None
         self.workers = [WorkerProcess(i) for i in range(config.workers)]
         self.ingress = compiled.ShmRing.create(INGRESS_CELLS, CELL_SIZE)
@@ -89,6 +87,10 @@ class ControlServer(Server):
 
     def site_cache(self) -> SiteCache:
         return PublishingSiteCache(self.storage, self._publish_sites)
+
+    def prepare_hub(self, hub: Hub) -> None:
+        # Before the hub starts: its native data plane must route to the rings, not to a local gateway.
+        self.control = ControlPlane(hub, on_worker_up=self._on_worker_up)
 
     def _publish_sites(self, sites: Iterable[Any]) -> None:
         if self.control is None:
@@ -106,7 +108,7 @@ class ControlServer(Server):
             raise SystemExit(2)
         config = self.config
         self._secret = auth.load_or_create_secret(config.data_dir, config.secret, dev=config.dev)
-        self.control = ControlPlane(self.hub, on_worker_up=self._on_worker_up)
+        assert self.control is not None
         self.control.publish_sites(sites.all())
         loop = asyncio.get_running_loop()
         self._pump = RingPump(self.ingress, loop, self.control.on_records)

@@ -2,10 +2,12 @@
 
 Started by the supervisor as `python -m kefu.workers.worker FD`, where FD is a pipe carrying the
 pickled `WorkerSpec` (config, token secret, ring fds, which worker it is). The worker authenticates
-the upgrade itself (token signature, origin), so refused handshakes never reach control. Each decoded,
-rate-limited frame goes to control through the ingress ring; what control sends comes back through
-this worker's delivery ring and is written to the sockets. Liveness (ping, pong timeout) is checked
-here, where the sockets are.
+the upgrade itself (token signature, origin), so refused handshakes never reach control. Each
+complete, rate-limited frame goes up the ingress ring as received (`compiled.RingForwarder`, in Rust:
+the worker never decodes a client frame); the control process's data plane and hub answer it. What
+control sends back arrives on this worker's delivery ring: delivery records are written to the sockets
+by `compiled.write_ring_records` (C), the rare control records by `Relay`. Liveness (ping, pong
+timeout) is checked here, where the sockets are.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class Relay:
         self.spec = spec
         self.ingress = ingress
         self.metrics = metrics
+        self.forwarder = compiled.RingForwarder(ingress, spec.index, spec.generation)
         config = spec.config
         self.limits = compiled.GatewayLimits(
             max_message_size=config.max_message_size, max_pending_bytes=config.max_pending_bytes,
@@ -81,13 +84,15 @@ class Relay:
 
     def new_connection(self, principal: Principal, binary: bool) -> Any:
         conn = compiled.Connection(self, principal, binary, self.limits)
-        self._next_id += 1
-        conn.state = self._next_id
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFF or 1  # a u32 on the rings; 0 is never used
+        conn.state = conn.serial = self._next_id
         return conn
 
     def on_connected(self, conn: Any) -> None:
+        # The gateway gave the connection its slot just before this call.
         self.connections[conn.state] = conn
-        if not self._push("conn", conn.state, conn.principal, conn.binary):
+        self.forwarder.bind(conn.slot, conn.serial)
+        if not self._push("conn", conn.state, conn.principal, conn.binary, conn.slot):
             conn.close(1013, b"server busy, retry later")
 
     def on_disconnected(self, conn: Any) -> None:
@@ -117,8 +122,14 @@ class Relay:
     # --- delivery --------------------------------------------------------------------------------
     def on_delivery(self, records: list[bytes]) -> None:
         connections = self.connections
-        for data in records:
-            record = wire.decode(data)
+        index, count = 0, len(records)
+        while True:
+            # Delivery records in C; stop at each control record and apply it here, in order.
+            index = compiled.write_ring_records(records, index)
+            if index >= count:
+                return
+            record = wire.decode(records[index])
+            index += 1
             kind = record[0]
             if kind == "send":
                 _, ids, json_payload, binary_payload = record
@@ -151,6 +162,7 @@ async def run(spec: WorkerSpec) -> None:
     ingress = compiled.ShmRing.open(spec.ingress_fd)
     delivery = compiled.ShmRing.open(spec.delivery_fd)
     relay = Relay(spec, ingress, Metrics())
+    compiled.attach_forwarder(relay.forwarder, loop.call_soon)
     pump = RingPump(delivery, loop, relay.on_delivery)
     pump.start()
     config = spec.config
