@@ -49,7 +49,9 @@ stage "$cache/wheelhouse-$pyarch" .cache/image/wheelhouse
 stage "$cache/wheelhouse-$(uname -m)" .cache/image/wheelhouse-build
 stage "$cache/vendor" .cache/image/vendor
 
-if command -v podman >/dev/null; then
+# Docker only where it can really build (buildx present): a machine with a bare docker CLI, like this
+# project's, takes the offline podman route, which installs podman first when it is missing.
+if command -v podman >/dev/null || ! docker buildx version >/dev/null 2>&1; then
   scripts/ensure-image-tools.sh
   # arm64 on an x86 machine: the build stage cross-compiles (kefu-cross), only the runtime is arm64.
   build_kind=build
