@@ -40,7 +40,7 @@ SCENARIOS: dict[str, Callable[[Profile, list[Target]], ScenarioReport]] = {
 }
 
 # Micro-benchmarks other modules own; each is `python -m bench.<name>` writing bench/results/<name>.md.
-MICRO_MODULES = ("codec", "queue", "storage", "routing", "sentiment")
+MICRO_MODULES = ("codec", "queue", "storage", "routing", "sentiment", "workers")
 MICRO_TIMEOUT = {"smoke": 60, "quick": 600, "full": 1800}
 
 TARGET_FACTORIES: dict[str, Callable[[], Target]] = {
