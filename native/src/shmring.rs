@@ -4,6 +4,7 @@
 //! The consumer side keeps its crash-recovery state (`StallWatch`) behind a mutex: only one thread of
 //! one process consumes a ring, the mutex just makes misuse safe instead of undefined.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,11 +21,30 @@ pub(crate) struct ShmRing {
     pub(crate) shared: SharedRing,
     watch: Mutex<StallWatch>,
     pid: u32,
+    /// The consumer's eventfd in this process (a producer's view), or -1: written when a push finds
+    /// the consumer asleep, so a consumer that waits in its event loop (epoll) wakes up.
+    notify: AtomicI32,
 }
 
 impl ShmRing {
     fn wrap(shared: SharedRing) -> Self {
-        Self { shared, watch: Mutex::new(StallWatch::default()), pid: std::process::id() }
+        Self {
+            shared,
+            watch: Mutex::new(StallWatch::default()),
+            pid: std::process::id(),
+            notify: AtomicI32::new(-1),
+        }
+    }
+
+    /// After a successful push: one load when the consumer is awake; an eventfd write when it sleeps.
+    pub(crate) fn notify_consumer(&self) {
+        let fd = self.notify.load(Ordering::Relaxed);
+        if fd >= 0 && self.shared.ring().consumer_sleeping() {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live buffer to an fd this process owns. EAGAIN (counter
+            // saturated) still leaves the eventfd readable, which is all the consumer needs.
+            unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+        }
     }
 }
 
@@ -78,7 +98,10 @@ impl ShmRing {
     /// record can never fit.
     fn push(&self, record: &[u8]) -> PyResult<bool> {
         match self.shared.ring().try_push(record, self.pid) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.notify_consumer();
+                Ok(true)
+            }
             Err(PushError::Full | PushError::Abandoned) => Ok(false),
             Err(PushError::TooLarge) => Err(PyValueError::new_err(format!(
                 "record of {} bytes exceeds the ring's {} byte maximum",
@@ -86,6 +109,23 @@ impl ShmRing {
                 self.shared.ring().max_record()
             ))),
         }
+    }
+
+    /// Producer side: also write the consumer's eventfd `fd` (in this process) when a push finds it
+    /// asleep (-1: futex only). The fd stays the caller's.
+    fn set_notify(&self, fd: i32) {
+        self.notify.store(fd, Ordering::Relaxed);
+    }
+
+    /// Consumer side, for a consumer that waits in an event loop: announce sleeping. False when a
+    /// record is already there (drain again, do not wait); True: a producer will signal.
+    fn prepare_sleep(&self) -> bool {
+        self.shared.ring().prepare_sleep().is_some()
+    }
+
+    /// Consumer side: awake again (producers stop signalling until the next `prepare_sleep`).
+    fn end_sleep(&self) {
+        self.shared.ring().end_sleep();
     }
 
     /// Takes up to `max_records` committed records, oldest first, without waiting (consumer only).

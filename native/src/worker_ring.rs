@@ -397,7 +397,10 @@ impl ShmRing {
     /// One record into the ring; false when it is full (or the record can never fit).
     pub(crate) fn push_bytes(&self, record: &[u8], pid: u32) -> bool {
         match self.shared.ring().try_push(record, pid) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.notify_consumer();
+                true
+            }
             Err(PushError::Full | PushError::Abandoned | PushError::TooLarge) => false,
         }
     }

@@ -163,6 +163,12 @@ class ShmRing:
         """Cells claimed and not yet released (a snapshot)."""
     def push(self, record: bytes) -> bool:
         """Write one record; False when full (nothing written). ValueError when it can never fit."""
+    def set_notify(self, fd: int) -> None:
+        """Producer side: also write the consumer's eventfd `fd` when a push finds it asleep."""
+    def prepare_sleep(self) -> bool:
+        """Consumer side (event-loop waiting): announce sleep; False when a record is already there."""
+    def end_sleep(self) -> None:
+        """Consumer side: awake again."""
     def drain(self, max_records: int) -> list[bytes]:
         """Up to `max_records` committed records, oldest first, without waiting (the consumer only)."""
     def wait(self, timeout: float) -> None:

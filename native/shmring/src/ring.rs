@@ -402,6 +402,13 @@ impl Ring {
         self.header().sleeping.store(0, Ordering::Relaxed);
     }
 
+    /// True while the consumer has announced that it sleeps (`prepare_sleep` until `end_sleep`). A
+    /// producer that also signals the consumer another way (an eventfd the consumer's event loop
+    /// watches) checks this after a successful push; the push's own fence orders the two.
+    pub fn consumer_sleeping(&self) -> bool {
+        self.header().sleeping.load(Ordering::Relaxed) != 0
+    }
+
     /// The futex word the consumer sleeps on.
     pub fn wake_word(&self) -> &AtomicU32 {
         &self.header().wake_seq

@@ -28,7 +28,7 @@ from kefu.http.api import SiteCache
 from kefu.realtime.hub import Hub
 from kefu.server import Server
 from kefu.workers.control import ControlPlane
-from kefu.workers.pump import RingPump
+from kefu.workers.pump import RingPump, notify_fd
 from kefu.workers.worker import WorkerSpec
 
 log = logging.getLogger("kefu.workers")
@@ -69,6 +69,7 @@ class WorkerProcess:
     started_at: float = 0.0
     up: asyncio.Event = field(default_factory=asyncio.Event)
     start_seconds: float = 0.0
+    delivery_notify: int = -1  # eventfd of its delivery ring (we write it, the worker waits on it)
 
 
 class ControlServer(Server):
@@ -79,6 +80,7 @@ class ControlServer(Server):
         self.control: ControlPlane | None = None
         self.workers = [WorkerProcess(i) for i in range(config.workers)]
         self.ingress = compiled.ShmRing.create(INGRESS_CELLS, CELL_SIZE)
+        self.ingress_notify = notify_fd()
         self._pump: RingPump | None = None
         self._secret = b""
         self._placeholder: socket.socket | None = None
@@ -111,7 +113,7 @@ class ControlServer(Server):
         assert self.control is not None
         self.control.publish_sites(sites.all())
         loop = asyncio.get_running_loop()
-        self._pump = RingPump(self.ingress, loop, self.control.on_records)
+        self._pump = RingPump(self.ingress, self.ingress_notify, loop, self.control.on_records)
         self._pump.start()
         self.ws_port = self._shared_port()
         for worker in self.workers:
@@ -145,17 +147,23 @@ class ControlServer(Server):
         worker.generation += 1
         worker.up = asyncio.Event()
         delivery = compiled.ShmRing.create(DELIVERY_CELLS, CELL_SIZE)
+        if worker.delivery_notify >= 0:
+            os.close(worker.delivery_notify)  # the previous incarnation's
+        worker.delivery_notify = notify_fd()
+        delivery.set_notify(worker.delivery_notify)  # we produce into it; the worker waits on the eventfd
         self.control.attach(worker.index, worker.generation, delivery)
         spec = WorkerSpec(
             config=self.config, secret=self._secret, index=worker.index, generation=worker.generation,
-            ingress_fd=self.ingress.fd, delivery_fd=delivery.fd,
+            ingress_fd=self.ingress.fd, ingress_notify_fd=self.ingress_notify,
+            delivery_fd=delivery.fd, delivery_notify_fd=worker.delivery_notify,
             ws_port=self.ws_port + (worker.index if self.distinct_ports else 0), reuse_port=not self.distinct_ports)
         read_end, write_end = os.pipe()
         worker.started_at = time.perf_counter()
         worker.proc = subprocess.Popen(
             # The index is only for operators reading `ps`; the spec on the pipe is what counts.
             [sys.executable, "-m", "kefu.workers.worker", str(read_end), f"--index={worker.index}"],
-            pass_fds=(read_end, self.ingress.fd, delivery.fd), stdin=subprocess.DEVNULL)
+            pass_fds=(read_end, self.ingress.fd, self.ingress_notify, delivery.fd, worker.delivery_notify),
+            stdin=subprocess.DEVNULL)
         os.close(read_end)
         with os.fdopen(write_end, "wb") as pipe:
             pickle.dump(spec, pipe)

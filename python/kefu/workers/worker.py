@@ -41,7 +41,9 @@ class WorkerSpec:
     index: int
     generation: int
     ingress_fd: int
+    ingress_notify_fd: int  # the control process's eventfd for the ingress ring (we produce)
     delivery_fd: int
+    delivery_notify_fd: int  # our eventfd for the delivery ring (we consume)
     ws_port: int  # the shared port (or this worker's own port in test mode)
     reuse_port: bool
 
@@ -160,10 +162,11 @@ async def run(spec: WorkerSpec) -> None:
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     ingress = compiled.ShmRing.open(spec.ingress_fd)
+    ingress.set_notify(spec.ingress_notify_fd)
     delivery = compiled.ShmRing.open(spec.delivery_fd)
     relay = Relay(spec, ingress, Metrics())
     compiled.attach_forwarder(relay.forwarder, loop.call_soon)
-    pump = RingPump(delivery, loop, relay.on_delivery)
+    pump = RingPump(delivery, spec.delivery_notify_fd, loop, relay.on_delivery)
     pump.start()
     config = spec.config
     server = await ws_create_server(
