@@ -100,8 +100,11 @@ pub fn encode_delivery(out: &mut Vec<u8>, targets: &[(u32, u32)], json: &[u8], b
     out.extend_from_slice(binary);
 }
 
-/// A delivery record read back: `(targets, json, binary)`. None when `data` is not a well-formed one.
-pub fn decode_delivery(data: &[u8]) -> Option<(Vec<(u32, u32)>, &[u8], &[u8])> {
+/// A delivery record read back: its `(slot, serial)` targets, JSON payload and binary payload.
+pub type Delivery<'a> = (Vec<(u32, u32)>, &'a [u8], &'a [u8]);
+
+/// Reads a delivery record; None when `data` is not a well-formed one.
+pub fn decode_delivery(data: &[u8]) -> Option<Delivery<'_>> {
     if data.len() < DELIVERY_HEADER || data[0] != DELIVERY_TAG {
         return None;
     }
