@@ -180,7 +180,7 @@ class RingForwarder:
     connection, untouched, into the ingress ring (an `F` record; kefu.workers.wire). Declines (the
     gateway's Python path answers) only when the ring is full or the slot is not bound."""
 
-    def __init__(self, ring: ShmRing, worker: int, generation: int) -> None: ...
+    def __new__(cls, ring: ShmRing, worker: int, generation: int) -> RingForwarder: ...
     def capsule(self) -> Any:
         """The C vtable (capsule named DATAPLANE_CAPSULE); keep this object alive while it is used."""
     def bind(self, slot: int, serial: int) -> None:
@@ -193,7 +193,7 @@ class WorkerRouter:
     """In the control process: worker connections as data-plane slots; ingress frames into the data
     plane, its deliveries out as one `D` record per worker, control records in order beside them."""
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> WorkerRouter: ...
     def attach(self, worker: int, generation: int, ring: ShmRing) -> None: ...
     def detach(self, worker: int) -> None: ...
     def map(self, slot: int, worker: int, worker_slot: int, serial: int) -> None: ...
@@ -207,6 +207,8 @@ class WorkerRouter:
         """Queue an encoded control record for `worker` after what waits for it; True when backed up."""
     def flush(self) -> bool:
         """Retry backed-up records; True while some remain."""
+    def backed_up(self) -> bool:
+        """True while some worker's records wait for room in its ring."""
     @property
     def dropped(self) -> int:
         """Frames dropped because their connection or worker was gone."""
