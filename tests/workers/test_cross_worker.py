@@ -114,6 +114,36 @@ async def test_hostile_frames_through_a_worker_get_error_frames(workers_server: 
     await visitor.close()
 
 
+async def test_hostile_sends_in_a_conversation_through_workers_are_refused_and_nothing_breaks(
+        workers_server: WorkersServer) -> None:
+    """Frames the data plane must not take (too long, bad fields, someone else's conversation, a
+    binary frame on a JSON connection; frames over the size limit close the socket in the worker's
+    gateway, as in one process) get the same error frames as in one process; the conversation
+    goes on in order afterwards."""
+    api = Api(workers_server)
+    first, second = workers_server.worker_urls()
+    visitor, agent, conv, _ = await pinned_pair(api, agent_url=first, visitor_url=second)
+    other_visitor, _other_agent, other_conv, _ = await pinned_pair(api, agent_url=second, visitor_url=first)
+    cases = [
+        ({"t": "send", "conv": conv, "cmid": "big2", "text": "字" * 5000}, "too_large"),
+        ({"t": "send", "conv": conv, "cmid": 7, "text": "cmid must be a string"}, "bad_frame"),
+        ({"t": "send", "conv": other_conv, "cmid": "foreign", "text": "not mine"}, "not_found"),
+        ({"t": "typing", "conv": other_conv, "on": True}, "not_found"),
+    ]
+    for frame, code in cases:
+        await visitor.send(frame)
+        assert (await visitor.expect("error"))["code"] == code, frame
+    await visitor.ws.send(b"\x01\x02")  # binary on a kefu.json.v1 connection
+    assert (await visitor.expect("error"))["code"] == "bad_frame"
+    await visitor.send({"t": "send", "conv": conv, "cmid": "after", "text": "still here"})
+    ack = await visitor.expect("ack", cmid="after")
+    assert (await agent.expect("msg", conv=conv, cmid="after"))["seq"] == ack["seq"]
+    leaked = [f for f in await other_visitor.quiet(0.3) if f["t"] == "typing" or f.get("cmid") == "foreign"]
+    assert leaked == []
+    for client in (visitor, agent, other_visitor):
+        await client.close()
+
+
 async def test_an_agent_online_on_two_workers_counts_once(workers_server: WorkersServer) -> None:
     """Presence is the union over workers: the agent's second connection (other worker) gets the
     conversation too, and closing one of them does not take the agent offline."""
