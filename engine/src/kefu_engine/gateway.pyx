@@ -26,13 +26,22 @@ connection's slot number. It takes `send` and `typing` (and answers them later, 
 declines, and then the frame takes the path above to the hub. What it wants written comes back as
 deliveries (slot list + both encodings, each after HEADROOM spare bytes it owns) that
 `_write_deliveries` hands to the transports: no Python object is made per frame on that path.
+Within one batch the frames for a connection are gathered (headers included) and written with one
+write when the batch ends (`Connection._queue_ptr`): a sender's ack, its own message echo and its
+partner's message in the same batch cost one syscall, not three (`python -m bench.workers --workers 1`
+on this 2-core VM: 30.5 → 21.3 µs of server CPU per message at 8 in flight per connection).
 
 This module imports no other Kefu module: the binary codec and the JSON encoder are injected with
 `configure()` by `kefu.compiled`, the one place that wires compiled modules together.
 """
 
 cimport cython
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_GET_SIZE
+from cpython.bytearray cimport (
+    PyByteArray_AS_STRING,
+    PyByteArray_FromStringAndSize,
+    PyByteArray_GET_SIZE,
+    PyByteArray_Resize,
+)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport uint32_t, uint64_t
@@ -161,11 +170,12 @@ cdef int _write_taken(DataPlaneVtable* dp, size_t count) except -1:
                 conn = <Connection>entry
                 if conn.binary:
                     if binary_len:
-                        conn._send_ptr(binary_ptr, binary_len)
+                        conn._queue_ptr(binary_ptr, binary_len)
                 elif json_len:
-                    conn._send_ptr(json_ptr, json_len)
+                    conn._queue_ptr(json_ptr, json_len)
     finally:
         dp.clear(dp.ctx)
+        _flush_queued()
     return 0
 
 
@@ -191,12 +201,15 @@ def write_ring_records(list records, Py_ssize_t start):
     Used by gateway workers: the control process's data plane fans out, the worker only writes."""
     cdef Py_ssize_t index, count = len(records)
     cdef bytes record
-    for index in range(start, count):
-        record = <bytes>records[index]
-        if PyBytes_GET_SIZE(record) == 0 or PyBytes_AS_STRING(record)[0] != b'D':
-            return index
-        _write_delivery_record(PyBytes_AS_STRING(record), PyBytes_GET_SIZE(record))
-    return count
+    try:
+        for index in range(start, count):
+            record = <bytes>records[index]
+            if PyBytes_GET_SIZE(record) == 0 or PyBytes_AS_STRING(record)[0] != b'D':
+                return index
+            _write_delivery_record(PyBytes_AS_STRING(record), PyBytes_GET_SIZE(record))
+        return count
+    finally:
+        _flush_queued()
 
 
 cdef inline uint32_t _u32_at(const char* data) noexcept:
@@ -213,8 +226,6 @@ cdef int _write_delivery_record(const char* data, Py_ssize_t size) except -1:
     cdef Py_ssize_t json_at = 16 + targets * 8
     if json_at + json_len + binary_len != size:
         return 0  # not one of ours; never read past the record
-    cdef bytearray json_framed = None
-    cdef bytearray binary_framed = None
     cdef Py_ssize_t k, slot_limit = len(_slots)
     cdef uint32_t slot
     cdef object entry
@@ -230,17 +241,30 @@ cdef int _write_delivery_record(const char* data, Py_ssize_t size) except -1:
         if conn.serial != _u32_at(data + 20 + k * 8):
             continue  # the slot's connection left; this one came later
         if conn.binary:
-            if binary_len == 0:
-                continue
-            if binary_framed is None:
-                binary_framed = _copy_with_headroom(data + json_at + json_len, binary_len)
-            conn._send_framed(binary_framed)
-        else:
-            if json_len == 0:
-                continue
-            if json_framed is None:
-                json_framed = _copy_with_headroom(data + json_at, json_len)
-            conn._send_framed(json_framed)
+            if binary_len:
+                conn._queue_ptr(<char*>data + json_at + json_len, binary_len)
+        elif json_len:
+            conn._queue_ptr(<char*>data + json_at, json_len)
+    return 0
+
+
+# Connections with frames queued during the current batch (see Connection._queue_ptr).
+cdef list _queued = []
+# Queued bytes for one connection that are written without waiting for the end of the batch.
+cdef enum:
+    _QUEUE_FLUSH_BYTES = 16384
+
+
+cdef int _flush_queued() except -1:
+    """One write per connection for everything the batch queued for it, in the order queued."""
+    global _queued
+    if not _queued:
+        return 0
+    cdef list queued = _queued
+    _queued = []
+    cdef Connection conn
+    for conn in queued:
+        conn._flush_queue()
     return 0
 
 
@@ -314,6 +338,8 @@ cdef class Connection(WSListener):
     cdef readonly uint64_t frames_in
     cdef readonly uint64_t frames_out
     cdef readonly uint64_t frames_refused
+    # Frames (headers included) waiting for the end of the batch, or None: see _queue_ptr.
+    cdef bytearray _out
     # Index in the gateway's slot table while connected (the data plane's name for it), else -1.
     cdef readonly int slot
     # Set by a gateway worker: tells this connection from an earlier one that held the same slot
@@ -504,6 +530,52 @@ cdef class Connection(WSListener):
         self.frames_out += 1
         return True
 
+    cdef bint _queue_ptr(self, const char* payload, Py_ssize_t size):
+        """Like `_send_ptr`, but the frame waits (header included) until the batch ends; then each
+        connection gets ONE write for all its frames (an ack and the message echo, the partner's
+        message, ...) instead of one syscall per frame. Order per connection is the order queued; the
+        caller flushes with `_flush_queued` before anything else can write to the socket."""
+        if self.closed or self.transport is None:
+            return False
+        if size > self.limits.max_outgoing_size:
+            self.frames_refused += 1
+            self.hub.on_frame_refused(self, size)
+            self.close(WSCloseCode.MESSAGE_TOO_BIG, b"a frame for you exceeded the server's limit")
+            return False
+        if self._paused:
+            self._pending_bytes += size
+            if self._pending_bytes > self.limits.max_pending_bytes:
+                self.hub.on_slow_consumer(self)
+                self.close(CLOSE_SLOW_CONSUMER, b"slow consumer", graceful=False)
+                return False
+        if self._out is None:
+            self._out = bytearray()
+            _queued.append(self)
+        cdef unsigned char header[10]
+        cdef Py_ssize_t header_size = _frame_header(header, 0x82 if self.binary else 0x81, size)
+        cdef Py_ssize_t at = PyByteArray_GET_SIZE(self._out)
+        PyByteArray_Resize(self._out, at + header_size + size)
+        memcpy(PyByteArray_AS_STRING(self._out) + at, header, header_size)
+        memcpy(PyByteArray_AS_STRING(self._out) + at + header_size, payload, size)
+        self.frames_out += 1
+        if at + header_size + size >= _QUEUE_FLUSH_BYTES:
+            # A big batch for one connection goes out in pieces, so that a socket that stopped
+            # draining pauses us early and the slow-consumer bound above still counts what follows.
+            self._flush_queue()
+        return True
+
+    cdef int _flush_queue(self) except -1:
+        cdef bytearray out = self._out
+        self._out = None
+        if out is None or self.closed or self.transport is None:
+            return 0
+        if self.transport.is_close_frame_sent or self.transport.is_disconnected:
+            return 0
+        # Complete server frames (unmasked, no extension negotiated): written as bytes, as picows'
+        # own writes are; the transport sends at once or buffers and pauses us like any other write.
+        self.transport.underlying_transport.write(out)
+        return 0
+
     def send_encoded(self, bytes json_payload, bytes binary_payload):
         """Send a frame already encoded in both formats; picks the one this connection speaks."""
         return self._send_framed(_with_headroom(binary_payload if self.binary else json_payload))
@@ -539,6 +611,24 @@ cdef class Connection(WSListener):
         self.closed = True
         self.transport.send_close(<WSCloseCode>code, reason)
         self.transport.disconnect(graceful)
+
+
+cdef inline Py_ssize_t _frame_header(unsigned char* header, unsigned char first, Py_ssize_t size) noexcept:
+    """A server-to-client WebSocket frame header (RFC 6455 §5.2: FIN + opcode, unmasked length)."""
+    header[0] = first
+    if size < 126:
+        header[1] = <unsigned char>size
+        return 2
+    if size < 65536:
+        header[1] = 126
+        header[2] = <unsigned char>(size >> 8)
+        header[3] = <unsigned char>size
+        return 4
+    header[1] = 127
+    cdef int i
+    for i in range(8):
+        header[2 + i] = <unsigned char>(size >> (56 - 8 * i))
+    return 10
 
 
 _UNENCODABLE = {"t": "error", "code": "internal", "msg": "a frame for you could not be encoded"}
