@@ -233,9 +233,8 @@ def _findings(reports: dict[str, ScenarioReport]) -> list[str]:
     for row in two_core:
         if row["delivery_p99"] >= 10_000 or row["missing"]:
             lines.append(f"2-core target: at {row['offered']:,} msg/s Kefu's delivery p99 was "
-                         f"{row['delivery_p99'] / 1000:,.1f} ms with {row['server_processes']} server process(es): "
-                         "one Python process cannot use the second core; WORKERS (SO_REUSEPORT worker processes) "
-                         "is what the target needs.")
+                         f"{row['delivery_p99'] / 1000:,.1f} ms with {row['server_processes']} server process(es) "
+                         "(bench/results/workers.md compares one process with 2 workers at saturation).")
     idle_rows = {row["target"]: row for row in reports["idle"].rows} if "idle" in reports else {}
     if idle_rows.get("kefu", {}).get("rss_per_conn"):
         row = idle_rows["kefu"]
