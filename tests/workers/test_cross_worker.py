@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+import websockets
 from kefu_client import Api, Client
 from test_delivery import agent_session
 from workers_client import WorkersServer, on_worker
@@ -156,3 +158,26 @@ async def test_an_agent_online_on_two_workers_counts_once(workers_server: Worker
     await asyncio.sleep(0.2)
     await visitor.send({"t": "send", "conv": conv, "cmid": "after-close", "text": "still there?"})
     assert (await agent_elsewhere.expect("msg", conv=conv, cmid="after-close"))["text"] == "still there?"
+
+
+async def test_socket_limits_hold_across_workers(tmp_path_factory) -> None:
+    """KEFU_SOCKETS_PER_VISITOR counts a visitor's sockets on every worker (the counts live in the
+    control process); the socket over the limit is closed with 1013 and the others keep working."""
+    from workers_client import start_workers_server
+
+    server = start_workers_server(tmp_path_factory.mktemp("kefu-workers-limits"), KEFU_SOCKETS_PER_VISITOR="2")
+    try:
+        api = Api(server)
+        first, second = server.worker_urls()
+        session = await api.visitor()
+        kept = [await Client.connect(on_worker(session, first)), await Client.connect(on_worker(session, second))]
+        extra = await Client.connect(on_worker(session, first), hello=False)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await extra.recv(10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        await kept[1].send({"t": "ping", "n": 1})
+        assert (await kept[1].expect("pong"))["n"] == 1
+        for client in kept:
+            await client.close()
+    finally:
+        server.stop()

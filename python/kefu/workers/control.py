@@ -28,6 +28,7 @@ log = logging.getLogger("kefu.workers")
 
 # Records a worker's ring could not take yet are retried this often, in order, before anything newer.
 RETRY_S = 0.002
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 §7.4.1 (IANA registry): a limit refused the socket
 
 
 class RemoteConnection:
@@ -229,6 +230,14 @@ class ControlPlane:
                 self.hub.on_frame(conn, record[4])  # type: ignore[arg-type]
         elif kind == "conn":
             conn_id, principal, binary, worker_slot = record[3:7]
+            refused = self.hub.admission.may_connect(principal)
+            if refused is not None:
+                # One process refuses with 429 before the upgrade; here the counts live in the control
+                # process, which sees the socket after its worker upgraded it: close it (1013, try
+                # again later) before the hub ever knows it. Its frames and "gone" are dropped.
+                self.hub.metrics.inc("kefu_ws_refused_429_total")
+                link.send(wire.encode("close", conn_id, CLOSE_TRY_AGAIN_LATER, refused.encode(), True))
+                return
             conn = RemoteConnection(link, conn_id, principal, binary, worker_slot, self._slot())
             link.connections[conn_id] = link.by_slot[worker_slot] = conn
             self.router.native.map(conn.slot, index, worker_slot, conn_id)
