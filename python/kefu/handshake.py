@@ -42,6 +42,8 @@ class Gateway:
             return self._refuse(401, b"token revoked")
         if principal.role == "visitor" and not self._origin_allowed(principal, request.headers.get("Origin")):
             return self._refuse(403, b"origin not allowed for this site")
+        # Socket limits per visitor, address and site: here in one process; in a gateway worker the
+        # control process, which has the counts, checks them when the connection arrives.
         admission = getattr(self.hub, "admission", None)
         refused = admission.may_connect(principal) if admission is not None else None
         if refused is not None:
