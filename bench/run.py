@@ -173,6 +173,11 @@ def _ratio_rows(reports: dict[str, ScenarioReport]) -> list[dict]:
         saturation = _by_target(reports["chat"].rows, kind="saturation")
         add("saturation, acked msg/s per server core", {k: v.get("per_core") for k, v in saturation.items()},
             lambda v: f"{v:,.0f}", True)
+        deep = _by_target(reports["chat"].rows, kind="saturation_deep")
+        add("saturation with 8 in flight per connection, acked msg/s per server core",
+            {k: v.get("per_core") for k, v in deep.items()}, lambda v: f"{v:,.0f}", True)
+        add("server CPU µs/msg, 8 in flight (ratio = peer/Kefu)",
+            {k: v.get("server_us_per_msg") for k, v in deep.items()}, lambda v: f"{v:.1f}", False)
         rates = [row for row in reports["chat"].rows if row.get("kind") == "rate" and row["target"] == "kefu"]
         for rate_row in rates:
             same = _by_target(reports["chat"].rows, kind="rate", offered=rate_row["offered"])

@@ -37,7 +37,10 @@ says otherwise.
   `missing`. `client send lag` = how late the load generator sent against its schedule (small
   means the client kept up).
 - **Saturation (closed loop).** Every connection keeps {window} message(s) in flight and sends
-  the next when its ack arrives; achieved acks/s over {duration:g} s is the saturation rate.
+  the next when its ack arrives; achieved acks/s over {duration:g} s is the saturation rate. A
+  second run keeps {deep} in flight per connection (quick and full profiles): with one in flight a
+  server that acks after an fsync is bounded by its commit latency, with more by its CPU; each row
+  is compared with the Go hub's row of the same depth.
 - CPU: server process tree and client from the kernel's accounting over the run; `other cores` is
   everything else on the machine during the run (the project's machines are shared; rows with
   other load above ~0.1 core are noisy). `server starved` = average number of server threads that
@@ -96,7 +99,7 @@ def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
     report = ScenarioReport(NAME, "Chat pairs: latency at fixed rates and saturation",
                             METHOD.format(sizes=CHAT_SIZES.replace(",", ", "), warmup=profile.warmup,
                                           duration=profile.duration, drain=profile.drain,
-                                          window=profile.saturation_window))
+                                          window=profile.saturation_window, deep=profile.deep_window))
     rate_rows: list[dict] = []
     saturation_rows: list[dict] = []
     common = ["--sizes", CHAT_SIZES, "--warmup", str(profile.warmup), "--duration", str(profile.duration),
@@ -117,12 +120,14 @@ def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
                 log(f"[chat] {target.name}: {rate:,} msg/s offered")
                 measured = measured_run(target, lines, "rate", common, rate=rate, client_cpus=client_cpus)
                 rate_rows.append(_row(target, measured, rate))
-            if not two_core:
-                log(f"[chat] {target.name}: saturation (closed loop)")
-                measured = measured_run(target, lines, "closed",
-                                        [*common, "--window", str(profile.saturation_window)])
+            windows = (profile.saturation_window, profile.deep_window) if profile.deep_window else (
+                profile.saturation_window,)
+            for window in windows if not two_core else ():
+                log(f"[chat] {target.name}: saturation (closed loop, {window} in flight per connection)")
+                measured = measured_run(target, lines, "closed", [*common, "--window", str(window)])
                 row = _row(target, measured, None)
-                row["in_flight"] = len(lines) * profile.saturation_window
+                row["window"] = window
+                row["in_flight"] = len(lines) * window
                 row["per_core"] = row["achieved"] / max(measured.server_cores, 0.05)
                 saturation_rows.append(row)
         finally:
@@ -131,13 +136,16 @@ def run(profile: Profile, targets: list[Target]) -> ScenarioReport:
     if two_core_processes == {1}:
         report.notes.append("kefu-2c ran as ONE server process (WORKERS is not acted on yet), so it could use "
                             "at most one core for Python work; the 2-core target needs worker processes.")
-    go = next((row for row in saturation_rows if row["target"] == "go-hub"), None)
+    go = {row["window"]: row for row in saturation_rows if row["target"] == "go-hub"}
     for row in saturation_rows:
-        row["ratio_vs_go"] = row["per_core"] / go["per_core"] if go and go["per_core"] else None
+        peer = go.get(row["window"])
+        row["ratio_vs_go"] = row["per_core"] / peer["per_core"] if peer and peer["per_core"] else None
     report.sections.append(("Latency at fixed offered rates (open loop)", rate_rows, RATE_COLUMNS))
     report.sections.append(("Saturation (closed loop)", saturation_rows, SATURATION_COLUMNS))
-    report.rows = [{"kind": "rate", **row} for row in rate_rows] + [{"kind": "saturation", **row}
-                                                                   for row in saturation_rows]
+    # "saturation" is the one-in-flight run the summary has always compared; "saturation_deep" the other.
+    report.rows = [{"kind": "rate", **row} for row in rate_rows] + [
+        {"kind": "saturation" if row["window"] == profile.saturation_window else "saturation_deep", **row}
+        for row in saturation_rows]
     report.notes.append("Kefu does more per message than any peer: token auth at connect, JSON decode and "
                         "validation, a durable SQLite commit (fsync, group commit) before the ack, a "
                         "per-conversation seq. The peers only relay bytes.")

@@ -32,6 +32,9 @@ class Profile:
     duration: float
     drain: float
     saturation_window: int
+    # A second closed-loop run with this many messages in flight per connection (0: none): with one in
+    # flight a durable server is bounded by its commit latency; with more, by its CPU.
+    deep_window: int
     supervised: int
     supervised_rates: tuple[int, ...]
     idle_connections: int
@@ -43,14 +46,14 @@ class Profile:
 
 PROFILES = {
     "smoke": Profile("smoke", pairs=4, rates=(200,), warmup=0.2, duration=1.0, drain=1.0, saturation_window=1,
-                     supervised=10, supervised_rates=(200,), idle_connections=50, storm_connections=50,
+                     deep_window=0, supervised=10, supervised_rates=(200,), idle_connections=50, storm_connections=50,
                      cold_start_runs=1, ceiling_connections=10, kefu_two_core_rates=()),
     "quick": Profile("quick", pairs=100, rates=(1_000, 5_000, 10_000), warmup=1.0, duration=4.0, drain=3.0,
-                     saturation_window=1, supervised=200, supervised_rates=(2_000,),
+                     saturation_window=1, deep_window=8, supervised=200, supervised_rates=(2_000,),
                      idle_connections=10_000, storm_connections=10_000, cold_start_runs=3,
                      ceiling_connections=100, kefu_two_core_rates=(10_000,)),
     "full": Profile("full", pairs=500, rates=(1_000, 2_000, 5_000, 10_000, 20_000, 40_000), warmup=2.0,
-                    duration=10.0, drain=5.0, saturation_window=1, supervised=200,
+                    duration=10.0, drain=5.0, saturation_window=1, deep_window=8, supervised=200,
                     supervised_rates=(2_000, 10_000), idle_connections=100_000, storm_connections=50_000,
                     cold_start_runs=5, ceiling_connections=100, kefu_two_core_rates=(5_000, 10_000, 20_000)),
 }
