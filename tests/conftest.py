@@ -55,7 +55,8 @@ def pg_database_dsn() -> Iterator[str]:
     try:
         _run_apart(create)
     except (TimeoutError, OSError, asyncpg.CannotConnectNowError) as exc:
-        pytest.skip(f"PostgreSQL at {admin_dsn} is unreachable ({exc}); set KEFU_TEST_PG_DSN or start it")
+        # A test that needs a service fails when the service is missing; it never skips silently.
+        pytest.fail(f"PostgreSQL at {admin_dsn} is unreachable ({exc}); set KEFU_TEST_PG_DSN or start it")
     try:
         yield _with_database(admin_dsn, database)
     finally:

@@ -15,8 +15,10 @@ from kefu.storage.sqlite import SqliteStorage
 
 
 async def test_typing_map_is_bounded_per_connection(tmp_path) -> None:
-    hub = Hub(Config(), SqliteStorage(tmp_path / "kefu.db"), open_bus(None), RoutingEngine(RoutingConfig()),
-              Metrics(), sentiment=None)
+    # The Python hub's own bookkeeping is under test; a native DataPlane (bound to its creating thread)
+    # could be collected by the storage writer thread's garbage collection and refuse to be dropped there.
+    hub = Hub(Config(dataplane="python"), SqliteStorage(tmp_path / "kefu.db"), open_bus(None),
+              RoutingEngine(RoutingConfig()), Metrics(), sentiment=None)
     principal = Principal(id="v_x", role="visitor", site_id=1)
     conn = hub.new_connection(principal, binary=False)
     for conv in range(1, 20 * MAX_TYPING_ENTRIES):
@@ -37,7 +39,8 @@ async def test_refused_conversation_ids_are_not_kept_in_memory(tmp_path) -> None
     storage = SqliteStorage(tmp_path / "kefu.db")
     await storage.open()
     try:
-        hub = Hub(Config(), storage, open_bus(None), RoutingEngine(RoutingConfig()), Metrics(), sentiment=None)
+        hub = Hub(Config(dataplane="python"), storage, open_bus(None), RoutingEngine(RoutingConfig()), Metrics(),
+                  sentiment=None)
         site = await storage.create_site("s", ())
         owner = await storage.upsert_visitor(site.id, None, name=None, lang=None, geo=None, tags=())
         prober = await storage.upsert_visitor(site.id, None, name=None, lang=None, geo=None, tags=())

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import secrets
+
+import asyncpg
 import pytest
 from kefu_client import Api
 from test_cross_worker import pinned_pair
@@ -12,7 +15,15 @@ pytestmark = pytest.mark.postgres
 
 
 async def test_cross_worker_chat_on_postgres(tmp_path_factory, pg_database_dsn: str) -> None:
-    server = start_workers_server(tmp_path_factory.mktemp("kefu-workers-pg"), DB_URL=pg_database_dsn)
+    # Its own schema: the session's database already holds another server's admin account.
+    schema = "w_" + secrets.token_hex(6)
+    conn = await asyncpg.connect(pg_database_dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await conn.close()
+    server = start_workers_server(tmp_path_factory.mktemp("kefu-workers-pg"),
+                                  DB_URL=f"{pg_database_dsn}?search_path={schema}")
     try:
         api = Api(server)
         first, second = server.worker_urls()

@@ -433,23 +433,33 @@ class Hub:
         if self.native is not None:
             self.native.replaying(conv_id, True)
         limited = False
+        last_sent = after_seq
         try:
             newest = max(runtime.fanned_seq, runtime.conv.last_seq)
             start = after_seq
             if newest - after_seq > self.config.replay_limit:
                 start, limited = newest - self.config.replay_limit, True
-            stored = await self.storage.messages_after(conv_id, start, self.config.replay_limit)
+            # Storage pages (at most its MAX_PAGE_LIMIT rows per read): read on until a short page,
+            # or the limit, so that a replay_limit above one page still leaves no gap.
+            remaining = self.config.replay_limit
+            while remaining > 0:
+                page = await self.storage.messages_after(conv_id, start, remaining)
+                if conn.closed or conv_id not in conn.subscriptions:
+                    return
+                for message in page:
+                    if message.seq > last_sent:
+                        conn.send_frame(self._msg_frame(message))
+                        last_sent = message.seq
+                if not page or page[-1].seq >= newest:
+                    break
+                remaining -= len(page)
+                start = page[-1].seq
         except BaseException:
             self._drop_subscription(conn, conv_id)
             conn.subscriptions.discard(conv_id)
             raise
         if conn.closed or conv_id not in conn.subscriptions:
             return
-        last_sent = after_seq
-        for message in stored:
-            if message.seq > last_sent:
-                conn.send_frame(self._msg_frame(message))
-                last_sent = message.seq
         if self.native is not None:
             self._native_replay_frames(self.native.plane.take_replay_frames())
         buffered = conn.state.replay_buffers.pop(conv_id, [])
