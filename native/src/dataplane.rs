@@ -1,7 +1,8 @@
 //! Python binding of `kefu-dataplane`: the control plane's handle on the native data plane.
 //!
 //! Python (the hub) writes the tables. Records go to one of two sinks: the native journal
-//! (native/journal, SQLite from Rust: `use_journal`, then `pump` once per eventfd wake-up), or a
+//! (native/journal, SQLite from Rust: `use_journal` with storage's own journal, then `pump` once per
+//! eventfd wake-up), or a
 //! batch that Python carries to its own writer (`take_records` → storage → `on_outcomes`; the
 //! PostgreSQL path). The per-frame path does not
 //! come through here: [`DataPlane::capsule`] hands the Cython gateway a C vtable
@@ -9,12 +10,10 @@
 //! run a frame through the data plane and expose the resulting deliveries as raw pointers, with no
 //! Python object made per frame.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kefu_codec::FrameLimits;
 use kefu_dataplane::encode::HEADROOM;
@@ -25,7 +24,7 @@ use kefu_dataplane::{
     ConvState, DataPlane as Plane, Delivery, Handled, Kind, Limits, Outcome, PrincipalRow, Role,
     Status, TableUpdate,
 };
-use kefu_journal::{AppendError, Completions, Journal, JournalConfig, SubmitError, Synchronous};
+use kefu_journal::{AppendError, Completions, Journal, SubmitError};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCapsule, PyDict};
@@ -88,14 +87,19 @@ impl DurableSink for BatchSink {
 }
 
 /// Seam 1 for the native journal: records go Rust to Rust (copied once into the journal's owned
-/// record), outcomes come back on our own completion queue.
+/// record), outcomes come back on our own completion queue. The journal is storage's (shared); the
+/// data plane closing only stops its own submissions.
 pub(crate) struct JournalSink {
     journal: Arc<Journal>,
     completions: Arc<Completions>,
+    closed: Cell<bool>,
 }
 
 impl DurableSink for JournalSink {
     fn submit(&self, record: &AppendRecord<'_>) -> Result<(), SinkError> {
+        if self.closed.get() {
+            return Err(SinkError::Closed);
+        }
         let owned = kefu_journal::AppendRecord {
             conv: i64::try_from(record.conv).map_err(|_| SinkError::Closed)?,
             sender_id: record.sender_id.to_owned(),
@@ -488,41 +492,21 @@ impl DataPlane {
             .unwrap_or_default())
     }
 
-    /// Write through the native journal from now on: opens SQLite database `path` (its schema made
-    /// by storage already) with `synchronous` "FULL" or "NORMAL". Returns the completion eventfd to
+    /// Write through `journal` (the storage's `kefu._native.Journal`) from now on: one journal thread
+    /// and one SQLite connection write every message of the file. The data plane's outcomes come
+    /// back on its own completion queue (the journal routes each outcome to its submitter's queue),
+    /// so storage's futures and the data plane's tokens never mix. Returns that queue's eventfd to
     /// watch (`loop.add_reader`); call `pump` when it is readable.
-    #[pyo3(signature = (path, synchronous = "FULL", max_batch = 4096, max_pending = 65536))]
-    fn use_journal(
-        &self,
-        path: &str,
-        synchronous: &str,
-        max_batch: usize,
-        max_pending: usize,
-    ) -> PyResult<i32> {
-        let synchronous = match synchronous.to_ascii_uppercase().as_str() {
-            "FULL" => Synchronous::Full,
-            "NORMAL" => Synchronous::Normal,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "synchronous must be FULL or NORMAL, not {other:?}"
-                )))
-            }
-        };
-        let config = JournalConfig {
-            synchronous,
-            max_batch,
-            max_pending,
-            busy_timeout: Duration::from_secs(5),
-        };
-        let journal = Journal::open(Path::new(path), config)
-            .map_err(|error| PyOSError::new_err(error.to_string()))?;
+    fn use_journal(&self, journal: &Bound<'_, PyAny>) -> PyResult<i32> {
+        let journal = crate::journal::journal_arc(journal)?;
         let completions = journal
             .new_completions()
             .map_err(|error| PyOSError::new_err(error.to_string()))?;
         let fd = completions.fd();
         let sink = Sink::Journal(JournalSink {
-            journal: Arc::new(journal),
+            journal,
             completions,
+            closed: Cell::new(false),
         });
         let mut inner = self.inner.try_borrow_mut().map_err(borrow_error)?;
         if inner
@@ -680,17 +664,14 @@ impl DataPlane {
             .take_scored())
     }
 
-    /// Refuse new records from now on (shutdown): sends get `unavailable`. With the journal, blocks
-    /// until what was submitted is written; `pump` still delivers those outcomes.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
+    /// Refuse new records from now on (shutdown): sends get `unavailable`. What was submitted is
+    /// still written (the journal belongs to storage and stays open); `pump` delivers those outcomes
+    /// until `stats()["in_flight"]` is 0.
+    fn close(&self) -> PyResult<()> {
         let inner = self.inner.try_borrow().map_err(borrow_error)?;
         match inner.plane.sink() {
             Sink::Batch(sink) => *sink.closed.borrow_mut() = true,
-            Sink::Journal(sink) => {
-                let journal = Arc::clone(&sink.journal);
-                drop(inner);
-                py.detach(|| journal.close());
-            }
+            Sink::Journal(sink) => sink.closed.set(true),
         }
         Ok(())
     }

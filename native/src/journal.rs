@@ -9,14 +9,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kefu_journal::closed_loop::closed_loop;
 use kefu_journal::{
-    AppendError, AppendRecord, Journal as Kernel, JournalConfig, Outcome, Role, SubmitError,
-    Synchronous,
+    AppendError, AppendRecord, BatchStat, Journal as Kernel, JournalConfig, Outcome, Role,
+    SubmitError, Synchronous,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyDict, PyList};
 
 create_exception!(
     kefu._native,
@@ -33,7 +34,15 @@ create_exception!(
 
 /// One outcome as Python sees it: (token, conv, seq, ts, duplicate, error_code, error_detail).
 /// On success the error fields are None; on failure seq is 0 and ts 0.0.
-type OutcomeTuple = (u64, i64, i64, f64, bool, Option<&'static str>, Option<String>);
+type OutcomeTuple = (
+    u64,
+    i64,
+    i64,
+    f64,
+    bool,
+    Option<&'static str>,
+    Option<String>,
+);
 
 fn outcome_tuple(outcome: Outcome) -> OutcomeTuple {
     match outcome.result {
@@ -51,7 +60,15 @@ fn outcome_tuple(outcome: Outcome) -> OutcomeTuple {
                 AppendError::Unavailable(detail) => Some(detail.to_string()),
                 AppendError::NotFound | AppendError::Conflict => None,
             };
-            (outcome.token, outcome.conv, 0, 0.0, false, Some(error.code()), detail)
+            (
+                outcome.token,
+                outcome.conv,
+                0,
+                0.0,
+                false,
+                Some(error.code()),
+                detail,
+            )
         }
     }
 }
@@ -87,11 +104,9 @@ impl PyJournal {
         let synchronous = match synchronous.to_ascii_uppercase().as_str() {
             "FULL" => Synchronous::Full,
             "NORMAL" => Synchronous::Normal,
-            _ => {
-                return Err(PyValueError::new_err(format!(
-                    "synchronous={synchronous:?} refused: an ack must mean stored; use FULL or NORMAL"
-                )))
-            }
+            _ => return Err(PyValueError::new_err(format!(
+                "synchronous={synchronous:?} refused: an ack must mean stored; use FULL or NORMAL"
+            ))),
         };
         let busy_timeout = Duration::try_from_secs_f64(busy_timeout)
             .map_err(|_| PyValueError::new_err("busy_timeout must be a non-negative number"))?;
@@ -126,9 +141,8 @@ impl PyJournal {
         meta: String,
         ts: Option<f64>,
     ) -> PyResult<()> {
-        let sender_role = Role::parse(sender_role).ok_or_else(|| {
-            PyValueError::new_err(format!("unknown sender role {sender_role:?}"))
-        })?;
+        let sender_role = Role::parse(sender_role)
+            .ok_or_else(|| PyValueError::new_err(format!("unknown sender role {sender_role:?}")))?;
         let record = AppendRecord {
             conv,
             sender_id,
@@ -189,6 +203,62 @@ impl PyJournal {
     #[getter]
     fn commits(&self) -> u64 {
         self.kernel.commits()
+    }
+
+    /// CPU seconds the writer thread has used so far (updated once per batch).
+    #[getter]
+    fn writer_cpu(&self) -> f64 {
+        self.kernel.writer_cpu().as_secs_f64()
+    }
+
+    /// `[(records, commit_seconds)]` of the batches committed since the last call, oldest first:
+    /// one entry per batch, whoever submitted its records (for the storage metrics).
+    fn take_batch_stats(&self) -> Vec<(usize, f64)> {
+        let mut stats = Vec::new();
+        self.kernel.take_batch_stats(&mut stats);
+        stats
+            .into_iter()
+            .map(
+                |BatchStat {
+                     records,
+                     commit_seconds,
+                 }| (records, commit_seconds),
+            )
+            .collect()
+    }
+
+    /// Benchmarks only (bench/storage.py): `appenders` closed-loop clients submitting from Rust on
+    /// this thread (the GIL released), the way the native data plane feeds the journal, over
+    /// `conversations` `[(conv, sender_id)]`; `warmup` seconds unmeasured, then `seconds` measured.
+    /// Returns acked, failed, seconds, cpu_seconds (whole process), writer_cpu_seconds, batches,
+    /// p50_ms, p99_ms.
+    fn bench_closed_loop<'py>(
+        &self,
+        py: Python<'py>,
+        conversations: Vec<(i64, String)>,
+        appenders: usize,
+        warmup: f64,
+        seconds: f64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let duration = |value: f64| {
+            Duration::try_from_secs_f64(value)
+                .map_err(|_| PyValueError::new_err("durations must be non-negative numbers"))
+        };
+        let (warmup, seconds) = (duration(warmup)?, duration(seconds)?);
+        let kernel = Arc::clone(&self.kernel);
+        let report = py
+            .detach(|| closed_loop(&kernel, &conversations, appenders, warmup, seconds))
+            .map_err(|error| PyOSError::new_err(error.to_string()))?;
+        let dict = PyDict::new(py);
+        dict.set_item("acked", report.acked)?;
+        dict.set_item("failed", report.failed)?;
+        dict.set_item("seconds", report.seconds)?;
+        dict.set_item("cpu_seconds", report.cpu_seconds)?;
+        dict.set_item("writer_cpu_seconds", report.writer_cpu_seconds)?;
+        dict.set_item("batches", report.batches)?;
+        dict.set_item("p50_ms", report.latency_quantile_ns(0.5) as f64 / 1e6)?;
+        dict.set_item("p99_ms", report.latency_quantile_ns(0.99) as f64 / 1e6)?;
+        Ok(dict)
     }
 
     /// Records submitted whose outcome is not published yet.

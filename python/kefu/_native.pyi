@@ -263,6 +263,16 @@ class Journal:
     def commits(self) -> int:
         """Batches written so far."""
     @property
+    def writer_cpu(self) -> float:
+        """CPU seconds of the writer thread so far (updated once per batch)."""
+    def take_batch_stats(self) -> list[tuple[int, float]]:
+        """(records, commit_seconds) of each batch committed since the last call, whoever submitted it."""
+    def bench_closed_loop(
+        self, conversations: list[tuple[int, str]], appenders: int, warmup: float, seconds: float,
+    ) -> dict[str, float]:
+        """Benchmarks only: closed-loop appenders submitting from Rust (as the data plane does); returns
+        acked, failed, seconds, cpu_seconds, writer_cpu_seconds, batches, p50_ms, p99_ms."""
+    @property
     def in_flight(self) -> int:
         """Records submitted whose outcome is not published yet."""
     @property
@@ -387,9 +397,9 @@ class DataPlane:
     def handle(self, slot: int, payload: bytes, binary: bool, now_wall: float, now_mono: float) -> bool: ...
     def take_deliveries(self) -> list[tuple[list[int], bytes, bytes | None]]: ...
     def take_records(self) -> list[tuple[int, int, str, str, str | None, str, str, str, str | None, float]]: ...
-    def use_journal(self, path: str, synchronous: str = "FULL", max_batch: int = 4096,
-                    max_pending: int = 65536) -> int:
-        """Write through the native journal; returns its completion eventfd (call `pump` when readable)."""
+    def use_journal(self, journal: Journal) -> int:
+        """Write through storage's journal (shared, not closed by the data plane); returns the data
+        plane's own completion eventfd (call `pump` when readable)."""
     def pump(self) -> tuple[int, int, int]:
         """Drain the journal's outcomes into acks and fan-out; returns (acked, deduplicated, failed)."""
     def on_outcomes(self, outcomes: list[tuple[int, int, int, float, str]]) -> None: ...

@@ -253,7 +253,7 @@ async def test_sends_are_stored_through_the_native_journal(tmp_path: Path) -> No
         visitor = await storage.upsert_visitor(site.id, None, name="Ann", lang=None, geo=None, tags=())
         conv, _ = await storage.open_conversation(site.id, visitor.id)
         plane = compiled.DataPlane(max_text_bytes=8192, max_cmid_len=64, typing_interval_s=1.0, score_visitors=False)
-        fd = plane.use_journal(storage.path, "NORMAL")
+        fd = plane.use_journal(storage.journal)
         plane.connection(VISITOR, visitor.id, "visitor", "Ann", False)
         plane.conversation(conv.id, "queued", None, 0)
         plane.grant(VISITOR, conv.id)
@@ -275,6 +275,7 @@ async def test_sends_are_stored_through_the_native_journal(tmp_path: Path) -> No
         assert plane.handle(VISITOR, json.dumps({"t": "send", "conv": conv.id, "cmid": "m3", "text": "x"}).encode(),
                             False, 1.0, 1.0)
         (_, error, _), = plane.take_deliveries()
-        assert json.loads(error)["code"] == "unavailable", "a closed journal refuses, nothing is stored"
+        assert json.loads(error)["code"] == "unavailable", "a closed data plane refuses, nothing is stored"
+        assert not storage.journal.closed, "the journal is storage's: the data plane does not close it"
     finally:
         await storage.close()

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -309,12 +310,14 @@ fn rollback_quietly(conn: &Connection) {
 
 /// Writes `records` in one transaction and commits it (one fsync), or fails every record with
 /// `Unavailable` when nothing could be committed. `fail_commit` is the fault-injection hook: the
-/// transaction is rolled back as if COMMIT had failed.
+/// transaction is rolled back as if COMMIT had failed. `commit_took` receives how long COMMIT ran
+/// (the fsync) when the batch committed, and stays `None` otherwise.
 pub(crate) fn write_batch(
     conn: &Connection,
     records: &[&AppendRecord],
     now: f64,
     fail_commit: bool,
+    commit_took: &mut Option<Duration>,
 ) -> Vec<RecordResult> {
     let fail_all = |error: AppendError| vec![Err(error); records.len()];
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -350,9 +353,11 @@ pub(crate) fn write_batch(
             "commit failed (injected fault)",
         )));
     }
+    let commit_started = Instant::now();
     if let Err(error) = conn.execute_batch("COMMIT") {
         rollback_quietly(conn);
         return fail_all(unavailable(&error));
     }
+    *commit_took = Some(commit_started.elapsed());
     results
 }

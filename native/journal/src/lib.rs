@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 mod batch;
+pub mod closed_loop;
 mod completions;
 mod lock;
 
@@ -235,6 +236,23 @@ struct Shared {
     /// A `max_page_count` for the writer's connection to apply before its next batch (0: none).
     page_limit: AtomicI64,
     lock: Arc<WriteLock>,
+    /// CPU time the writer thread has used so far, nanoseconds (updated once per batch).
+    writer_cpu_ns: AtomicU64,
+    /// Committed batches not yet taken by [`Journal::take_batch_stats`], at most
+    /// [`MAX_BATCH_STATS`] (beyond that new ones are dropped: nobody is reading them).
+    batch_stats: Mutex<Vec<BatchStat>>,
+}
+
+/// Most [`BatchStat`]s kept for a reader that does not come.
+const MAX_BATCH_STATS: usize = 4096;
+
+/// One committed batch, for metrics (e.g. `kefu_storage_batch_size`, `kefu_storage_commit_seconds`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchStat {
+    /// Records in the batch.
+    pub records: usize,
+    /// How long COMMIT took (the fsync), seconds.
+    pub commit_seconds: f64,
 }
 
 /// A durable writer for one SQLite database file. Share it as `Arc<Journal>`; every method takes
@@ -278,6 +296,8 @@ impl Journal {
             fail_commits: AtomicBool::new(false),
             page_limit: AtomicI64::new(0),
             lock: WriteLock::for_path(path),
+            writer_cpu_ns: AtomicU64::new(0),
+            batch_stats: Mutex::new(Vec::new()),
         });
         let completions =
             Arc::new(Completions::new().map_err(|error| OpenError(error.to_string()))?);
@@ -361,6 +381,24 @@ impl Journal {
     /// Committed batches so far (e.g. to know when the WAL grew and a checkpoint is due).
     pub fn commits(&self) -> u64 {
         self.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// CPU time of the writer thread so far (SQLite, the kernel's write and fsync work, publishing),
+    /// updated once per batch: divided by the records written it is the writer's cost per message,
+    /// and 1 s over that is what one free core can write.
+    pub fn writer_cpu(&self) -> Duration {
+        Duration::from_nanos(self.shared.writer_cpu_ns.load(Ordering::Relaxed))
+    }
+
+    /// Moves the statistics of the batches committed since the last call into `out` (oldest
+    /// first). Batches that failed to commit are not in it.
+    pub fn take_batch_stats(&self, out: &mut Vec<BatchStat>) {
+        let mut stats = self
+            .shared
+            .batch_stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        out.append(&mut stats);
     }
 
     /// Records submitted whose outcome is not published yet.
@@ -483,6 +521,7 @@ fn run_writer(shared: &Shared, conn: &Connection, max_batch: usize) {
             }
         }
         let records: Vec<&AppendRecord> = batch.iter().map(|pending| &pending.record).collect();
+        let mut commit_took = None;
         let results = {
             let _turn = shared.lock.hold();
             batch::write_batch(
@@ -490,14 +529,43 @@ fn run_writer(shared: &Shared, conn: &Connection, max_batch: usize) {
                 &records,
                 unix_now(),
                 shared.fail_commits.load(Ordering::Relaxed),
+                &mut commit_took,
             )
         };
         drop(records);
         shared.commits.fetch_add(1, Ordering::Relaxed);
         let count = batch.len();
+        if let Some(took) = commit_took {
+            let mut stats = shared
+                .batch_stats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if stats.len() < MAX_BATCH_STATS {
+                stats.push(BatchStat {
+                    records: count,
+                    commit_seconds: took.as_secs_f64(),
+                });
+            }
+        }
         publish(batch.drain(..), results);
         shared.in_flight.fetch_sub(count, Ordering::AcqRel);
+        shared
+            .writer_cpu_ns
+            .store(thread_cpu_ns(), Ordering::Relaxed);
     }
+}
+
+/// CPU time of the calling thread, nanoseconds (0 if the clock is unavailable).
+fn thread_cpu_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+        return 0;
+    }
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
 }
 
 fn sleep_until_submitted(shared: &Shared) {

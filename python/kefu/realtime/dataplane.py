@@ -5,8 +5,10 @@
 is replaying). The gateway runs `send` and `typing` through it without Python; what is left here
 runs once per *batch*:
 
-- With SQLite, records go to the native journal (native/journal) from Rust; its completion eventfd
-  wakes `_pump` once per committed batch, which lets the data plane ack and fan out the batch.
+- With SQLite, records go from Rust to storage's own native journal (native/journal): one journal
+  thread and one connection write every message of the file. The data plane's outcomes come back on
+  its own completion queue, whose eventfd wakes `_pump` once per committed batch, which lets the data
+  plane ack and fan out the batch (and reports the journal's batches to the storage metrics).
 - With PostgreSQL (asyncpg), `flush` (scheduled by the gateway when records are queued) carries the
   batch to storage; it still makes one `NewMessage` and one future per record inside the batch loop.
 - `_committed` reports the batch's outcomes to the data plane, which acks and fans out in seq order,
@@ -19,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import select
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +56,7 @@ class NativeDataPlane:
         # Where deliveries go: this process's gateway, or (control process of --workers) the rings.
         self._write_deliveries: Callable[[], None] = compiled.write_deliveries
         self._local_gateway = True
+        self._observe_batches: Callable[[], None] = lambda: None
 
     def route_through(self, write_deliveries: Callable[[], None]) -> None:
         """The control process of `--workers N`: the connections live in gateway workers, so frames
@@ -65,26 +70,34 @@ class NativeDataPlane:
         journal needs its schema)."""
         loop = asyncio.get_running_loop()
         if isinstance(self.storage, SqliteStorage):
-            self._journal_fd = self.plane.use_journal(self.storage.path, self.storage.synchronous)
+            self._journal_fd = self.plane.use_journal(self.storage.journal)
+            self._observe_batches = self.storage.observe_journal_batches
             loop.add_reader(self._journal_fd, self._pump)
         if self._local_gateway:
             compiled.attach_dataplane(self.plane, self.flush, loop.call_soon)
         self._attached = True
 
-    def detach(self) -> None:
-        """Stop taking frames; what was submitted is still written (and its outcomes delivered)."""
+    def detach(self, timeout_s: float = 30.0) -> None:
+        """Stop taking frames; what was submitted is still written and its outcomes delivered (waits
+        up to `timeout_s` for them: the journal is storage's and stays open)."""
         if self._attached:
             if self._local_gateway:
                 compiled.detach_dataplane()
             self._attached = False
         self.plane.close()
         if self._journal_fd is not None:
-            asyncio.get_running_loop().remove_reader(self._journal_fd)
+            fd = self._journal_fd
+            asyncio.get_running_loop().remove_reader(fd)
             self._journal_fd = None
+            deadline = time.monotonic() + timeout_s
             self._pump()
+            while self.plane.stats()["in_flight"] and time.monotonic() < deadline:
+                select.select([fd], [], [], 0.1)
+                self._pump()
 
     def _pump(self) -> None:
         """The journal committed a batch (eventfd readable): ack, fan out, once for the batch."""
+        self._observe_batches()
         acked, deduplicated, _failed = self.plane.pump()
         if acked:
             self.on_acked(acked, deduplicated)

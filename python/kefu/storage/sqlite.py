@@ -475,8 +475,29 @@ class SqliteStorage(Storage):
         return await self._submit(_call, fn)
 
     # --- the journal's outcomes --------------------------------------------------------------------
+    @property
+    def journal(self) -> Journal:
+        """The file's one message writer, for the native data plane to submit to from Rust
+        (`DataPlane.use_journal`): one journal thread and one connection write every message."""
+        if self._journal is None:
+            raise StorageError("storage is not open")
+        return self._journal
+
+    def observe_journal_batches(self) -> None:
+        """Report the journal's committed batches to `commit_observer` (the `kefu_storage_*` metrics),
+        whoever submitted their records. Called once per wake-up by every consumer of the journal's
+        outcomes (this storage, the data plane), not per message."""
+        if self._journal is None:
+            return
+        stats = self._journal.take_batch_stats()
+        observer = self.commit_observer
+        if observer is not None:
+            for records, commit_seconds in stats:
+                observer(records, commit_seconds)
+
     def _on_completions(self) -> None:
         """The journal's eventfd fired: resolve the futures of every message whose batch is done."""
+        self.observe_journal_batches()
         waiting = self._waiting
         for token, conv, seq, ts, duplicate, error, detail in self._journal.drain():  # type: ignore[union-attr]
             future = waiting.pop(token, None)
