@@ -8,7 +8,13 @@ ack, append again. An ack means committed (group commit: one fsync per batch). S
 - `SqliteStorage.append_message`: the server's path, one asyncio future per message, written by the
   native journal (native/journal);
 - the native journal driven directly (`Journal.submit` + `drain` on its eventfd, no future per
-  message): what a native data plane pays, minus the Python driving it;
+  message), Python still calling `submit` per message;
+- the native journal fed from Rust, the way the native data plane feeds it: `Journal.bench_closed_loop`
+  (native/journal/src/closed_loop.rs, a driver compiled into the extension for benchmarks only) runs
+  the closed-loop appenders in Rust on one thread that polls its completion eventfd, drains each
+  batch and submits every appender's next record (built like the data plane's sink builds it), with
+  no Python per message; storage stays open around it, so its checkpointer thread runs as in the
+  server, and the journal is storage's own (one writer per file, as the data plane uses it);
 - the pure-Python group-commit writer this replaced (a Python thread running the reference twin's
   statements, fed by MpmcQueue), measured in the same run for comparison;
 - one transaction (one fsync) per message, the way a naive server writes.
@@ -42,6 +48,7 @@ from bench.common import machine_info, write_report
 CONVERSATIONS = 100
 CONCURRENCY_LEVELS = (1, 64, 1024)
 JOURNAL_CONCURRENCY_LEVELS = (64, 1024, 4096)
+NATIVE_CONCURRENCY_LEVELS = (1024, 4096, 16384)
 TEXT = "a customer-service message of typical length, about eighty characters long. 你好"
 
 Append = Callable[[NewMessage], Awaitable[AppendResult]]
@@ -49,7 +56,7 @@ Append = Callable[[NewMessage], Awaitable[AppendResult]]
 
 class Measurement:
     def __init__(self, label: str, concurrency: int, acked: int, seconds: float, latencies_ns: list[int],
-                 cpu_seconds: float):
+                 cpu_seconds: float, writer_cpu_seconds: float | None = None):
         self.label = label
         self.concurrency = concurrency
         self.acked = acked
@@ -57,9 +64,17 @@ class Measurement:
         # CPU time of this whole process (event loop, writer threads) per acked message: unlike msg/s it
         # hardly depends on how much of the CPUs other jobs took during the run.
         self.cpu_us = cpu_seconds / acked * 1e6 if acked else float("nan")
+        # The journal's writer thread alone: one core can write at most 1e6 / writer_us messages a second.
+        self.writer_us = (writer_cpu_seconds / acked * 1e6 if acked and writer_cpu_seconds is not None
+                          else float("nan"))
         latencies_ns.sort()
         self.p50_ms = latencies_ns[len(latencies_ns) // 2] / 1e6 if latencies_ns else float("nan")
         self.p99_ms = latencies_ns[int(len(latencies_ns) * 0.99)] / 1e6 if latencies_ns else float("nan")
+
+    def show(self) -> None:
+        print(f"  {self.label:<42} c={self.concurrency:<5} {self.rate:>10,.0f} acked/s  p50 {self.p50_ms:7.2f} ms"
+              f"  p99 {self.p99_ms:7.2f} ms  cpu {self.cpu_us:6.1f} us/msg  writer {self.writer_us:5.1f} us/msg",
+              flush=True)
 
     @property
     def rate(self) -> float:
@@ -106,8 +121,7 @@ async def drive(append: Append, conversations: list[tuple[int, str]], concurrenc
     stop = True
     await asyncio.gather(*tasks)
     result = Measurement(label, concurrency, acked, elapsed, latencies, cpu)
-    print(f"  {label:<42} c={concurrency:<5} {result.rate:>10,.0f} acked/s  p50 {result.p50_ms:7.2f} ms"
-          f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_us:6.1f} us/msg", flush=True)
+    result.show()
     return result
 
 
@@ -219,20 +233,45 @@ async def drive_journal(journal: Journal, conversations: list[tuple[int, str]], 
             submit(worker)
         await asyncio.sleep(min(0.5, seconds / 4))
         state["measuring"] = True
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started, cpu_started, writer_started = time.perf_counter(), time.process_time(), journal.writer_cpu
         await asyncio.sleep(seconds)
         state["measuring"] = False
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        writer_cpu = journal.writer_cpu - writer_started
         state["stop"] = True
         while journal.in_flight:
             await asyncio.sleep(0.01)
     finally:
         loop.remove_reader(journal.completion_fd)
     journal.drain()
-    result = Measurement(label, concurrency, counters["acked"], elapsed, latencies, cpu)
-    print(f"  {label:<42} c={concurrency:<5} {result.rate:>10,.0f} acked/s  p50 {result.p50_ms:7.2f} ms"
-          f"  p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_us:6.1f} us/msg", flush=True)
+    result = Measurement(label, concurrency, counters["acked"], elapsed, latencies, cpu, writer_cpu)
+    result.show()
     return result
+
+
+async def bench_journal_native(synchronous: str, seconds: float, workdir: Path) -> list[Measurement]:
+    """The journal fed from Rust (as the data plane feeds it): storage open, its journal shared."""
+    results = []
+    loop = asyncio.get_running_loop()
+    for concurrency in NATIVE_CONCURRENCY_LEVELS:
+        path = workdir / f"bench-native-{synchronous}-{concurrency}.db"
+        storage = SqliteStorage(path, synchronous=synchronous)  # type: ignore[arg-type]
+        await storage.open()
+        try:
+            conversations = await seed(storage)
+            report = await loop.run_in_executor(None, storage.journal.bench_closed_loop, conversations,
+                                                concurrency, min(0.5, seconds / 4), seconds)
+        finally:
+            await storage.close()
+        if report["failed"]:
+            raise RuntimeError(f"the journal failed {report['failed']} appends")
+        result = Measurement(f"SQLite {synchronous}, native journal fed from Rust", concurrency,
+                             int(report["acked"]), report["seconds"], [], report["cpu_seconds"],
+                             report["writer_cpu_seconds"])
+        result.p50_ms, result.p99_ms = report["p50_ms"], report["p99_ms"]
+        result.show()
+        results.append(result)
+    return results
 
 
 async def bench_journal(synchronous: str, seconds: float, workdir: Path) -> list[Measurement]:
@@ -416,6 +455,7 @@ async def main(seconds: float, pg_dsn: str) -> None:
             print(f"SQLite synchronous={synchronous}", flush=True)
             results += await bench_sqlite(synchronous, seconds, Path(workdir))
             results += await bench_journal(synchronous, seconds, Path(workdir))
+            results += await bench_journal_native(synchronous, seconds, Path(workdir))
         print("the pure-Python writer the journal replaced", flush=True)
         results += await bench_python_writer(seconds, Path(workdir))
         print("comparison", flush=True)

@@ -92,7 +92,7 @@ pub fn journal_arc(obj: &Bound<'_, PyAny>) -> PyResult<Arc<Kernel>> {
 impl PyJournal {
     /// Opens the journal and starts its writer thread.
     #[new]
-    #[pyo3(signature = (path, synchronous="FULL", max_batch=4096, max_pending=65_536, busy_timeout=5.0))]
+    #[pyo3(signature = (path, synchronous="FULL", max_batch=16_384, max_pending=65_536, busy_timeout=5.0))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -104,9 +104,11 @@ impl PyJournal {
         let synchronous = match synchronous.to_ascii_uppercase().as_str() {
             "FULL" => Synchronous::Full,
             "NORMAL" => Synchronous::Normal,
-            _ => return Err(PyValueError::new_err(format!(
+            _ => {
+                return Err(PyValueError::new_err(format!(
                 "synchronous={synchronous:?} refused: an ack must mean stored; use FULL or NORMAL"
-            ))),
+            )))
+            }
         };
         let busy_timeout = Duration::try_from_secs_f64(busy_timeout)
             .map_err(|_| PyValueError::new_err("busy_timeout must be a non-negative number"))?;

@@ -236,7 +236,7 @@ class Journal:
     """
 
     def __new__(
-        cls, path: str | os.PathLike[str], synchronous: str = "FULL", max_batch: int = 4096,
+        cls, path: str | os.PathLike[str], synchronous: str = "FULL", max_batch: int = 16384,
         max_pending: int = 65536, busy_timeout: float = 5.0,
     ) -> Journal:
         """Open and start the writer; OSError when the file or schema is unusable, ValueError for OFF."""

@@ -1,7 +1,7 @@
 //! Runs the closed-loop driver against an existing database (made by kefu.storage.sqlite, holding
 //! open conversations), for profiling the journal without Python:
 //!
-//!     cargo run --release -p kefu-journal --example closed_loop -- DB APPENDERS SECONDS [FULL|NORMAL]
+//!     cargo run --release -p kefu-journal --example closed_loop -- DB APPENDERS SECONDS [FULL|NORMAL [MAX_BATCH]]
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use kefu_journal::{Journal, JournalConfig, Synchronous};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!("usage: closed_loop DB APPENDERS SECONDS [FULL|NORMAL]");
+        eprintln!("usage: closed_loop DB APPENDERS SECONDS [FULL|NORMAL [MAX_BATCH]]");
         std::process::exit(2);
     }
     let path = Path::new(&args[1]);
@@ -34,6 +34,11 @@ fn main() {
             .expect("rows")
     };
     let config = JournalConfig {
+        max_batch: args
+            .get(5)
+            .map_or(kefu_journal::DEFAULT_MAX_BATCH, |batch| {
+                batch.parse().expect("MAX_BATCH")
+            }),
         synchronous,
         ..JournalConfig::default()
     };
@@ -58,6 +63,16 @@ fn main() {
         Duration::from_secs_f64(seconds),
     )
     .expect("run");
+    let mut stats = Vec::new();
+    journal.take_batch_stats(&mut stats);
+    let commit_seconds: f64 = stats.iter().map(|stat| stat.commit_seconds).sum();
+    let records: usize = stats.iter().map(|stat| stat.records).sum();
+    println!(
+        "batches {} (whole run) mean {:.0} records, COMMIT (with fsync) {:.2} ms mean",
+        stats.len(),
+        records as f64 / stats.len().max(1) as f64,
+        commit_seconds / stats.len().max(1) as f64 * 1e3
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(checkpointer) = checkpointer {
         checkpointer.join().expect("checkpointer");

@@ -172,6 +172,15 @@ impl Synchronous {
     }
 }
 
+/// Most records in one transaction by default. Large on purpose: a batch costs a fixed part (every
+/// conversation's hot b-tree pages are written to the WAL once per batch, whatever it holds) plus a
+/// part per record, so the writer's CPU per message falls as batches grow (docs/storage.md, measured
+/// with examples/closed_loop.rs: about 4.9 µs at batches of ~4k, 4.0 µs at ~11k, 3.3 µs at ~20k).
+/// The cap only binds when that many records are waiting, i.e. when the writer is the bottleneck, and
+/// then larger batches are what lets it catch up; when it keeps up, batches stay as small as the
+/// arrivals between two commits.
+pub const DEFAULT_MAX_BATCH: usize = 16_384;
+
 /// How a journal runs.
 #[derive(Clone, Debug)]
 pub struct JournalConfig {
@@ -189,7 +198,7 @@ impl Default for JournalConfig {
     fn default() -> Self {
         Self {
             synchronous: Synchronous::Full,
-            max_batch: 4096,
+            max_batch: DEFAULT_MAX_BATCH,
             max_pending: 65_536,
             busy_timeout: Duration::from_secs(5),
         }
@@ -217,8 +226,10 @@ impl From<rusqlite::Error> for OpenError {
 /// The WAL is checkpointed by a separate connection (see docs/storage.md); SQLite's own automatic
 /// checkpoint on the writer stays as a backstop at this many pages.
 const BACKSTOP_AUTOCHECKPOINT_PAGES: i64 = 16_384;
-/// The writer touches the hot ends of every conversation's message b-tree; keep them cached (KiB).
-const WRITER_CACHE_KIB: i64 = 32 * 1024;
+/// The writer touches the hot ends of every conversation's message b-tree; keep them cached, and big
+/// enough for the dirty pages of a full batch (about 0.7 pages per record at [`DEFAULT_MAX_BATCH`]),
+/// so SQLite does not spill them into the WAL before COMMIT (KiB; allocated as pages are used).
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 struct Pending {
     record: AppendRecord,

@@ -341,3 +341,28 @@ fn concurrent_producers_never_lose_a_wake_up() {
         assert_eq!(cmids, expected);
     }
 }
+
+#[test]
+fn batch_stats_report_each_committed_batch_once_and_no_failed_one() {
+    let dir = TempDir::new("stats");
+    create_database(&dir.db(), 2);
+    let journal = open(&dir.db());
+    for token in 0..50u64 {
+        journal
+            .submit(record(1, &format!("m{token}"), token))
+            .unwrap();
+    }
+    collect(&journal, 50);
+    journal.set_commit_fault(true);
+    journal.submit(record(2, "lost", 99)).unwrap();
+    assert!(collect(&journal, 1)[0].result.is_err());
+    // The writer records its statistics before publishing the batch's outcomes.
+    let mut stats = Vec::new();
+    journal.take_batch_stats(&mut stats);
+    assert_eq!(stats.iter().map(|stat| stat.records).sum::<usize>(), 50);
+    assert!(stats.iter().all(|stat| stat.commit_seconds >= 0.0));
+    let mut again = Vec::new();
+    journal.take_batch_stats(&mut again);
+    assert!(again.is_empty());
+    assert!(journal.writer_cpu() > std::time::Duration::ZERO);
+}

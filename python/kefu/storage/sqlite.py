@@ -164,7 +164,7 @@ _BUSY_TIMEOUT_MS: Final = 5_000
 # automatic checkpoint on the writer stays as a backstop at a much larger WAL size.
 _CHECKPOINT_INTERVAL_S: Final = 0.25
 _BACKSTOP_AUTOCHECKPOINT_PAGES: Final = 16_384
-_WRITER_CACHE_KIB: Final = 32 * 1024
+_WRITER_CACHE_KIB: Final = 32 * 1024  # the control writer's; the journal keeps its own
 
 # An operation for the writer thread: gets the write connection inside the open batch transaction.
 WriteOp = Callable[[sqlite3.Connection], Any]
@@ -186,7 +186,7 @@ class SqliteStorage(Storage):
         path: str | os.PathLike[str],
         *,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
-        max_batch: int = 4096,
+        max_batch: int = 16_384,
         readers: int = 2,
         max_pending: int = 65_536,
     ) -> None:
