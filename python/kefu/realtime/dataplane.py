@@ -10,7 +10,9 @@ runs once per *batch*:
   its own completion queue, whose eventfd wakes `_pump` once per committed batch, which lets the data
   plane ack and fan out the batch (and reports the journal's batches to the storage metrics).
 - With PostgreSQL (asyncpg), `flush` (scheduled by the gateway when records are queued) carries the
-  batch to storage; it still makes one `NewMessage` and one future per record inside the batch loop.
+  batch to `Storage.append_records`, which writes it in one round trip (`kefu_append_batch`), with
+  no `NewMessage` or future per record; one batch is in flight at a time, the next takes what queued
+  meanwhile.
 - `_committed` reports the batch's outcomes to the data plane, which acks and fans out in seq order,
   then hands visitors' texts to the mood scorer and live frames of replaying conversations to the
   hub's replay buffers.
@@ -27,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kefu import compiled
-from kefu.storage.base import AppendResult, NewMessage, NotFound, Storage, StorageError
+from kefu.storage.base import MessageRecord, Storage
 from kefu.storage.sqlite import SqliteStorage
 
 if TYPE_CHECKING:
@@ -35,9 +37,6 @@ if TYPE_CHECKING:
     from kefu.storage.base import Conversation
 
 log = logging.getLogger("kefu.dataplane")
-
-# (token, conv, sender_id, sender_role, sender_name, cmid, kind, text, meta_json, ts)
-Record = tuple[int, int, str, str, "str | None", str, str, str, "str | None", float]
 
 
 class NativeDataPlane:
@@ -57,6 +56,8 @@ class NativeDataPlane:
         self._write_deliveries: Callable[[], None] = compiled.write_deliveries
         self._local_gateway = True
         self._observe_batches: Callable[[], None] = lambda: None
+        self._storing = False
+        self._store_tasks: set[asyncio.Task[None]] = set()
 
     def route_through(self, write_deliveries: Callable[[], None]) -> None:
         """The control process of `--workers N`: the connections live in gateway workers, so frames
@@ -146,22 +147,31 @@ class NativeDataPlane:
                            json.dumps(meta, ensure_ascii=False, separators=(",", ":")) if meta else None)
         self._after()
 
-    # --- the Python-side writer (seam 1 for asyncpg, and SQLite until the journal lands) ---------
+    # --- the Python-side writer (seam 1 for asyncpg) ----------------------------------------------
     def flush(self) -> None:
-        records: list[Record] = self.plane.take_records()
-        if not records:
-            return
-        batch = _Batch(self, len(records))
-        for token, conv, sender_id, role, name, cmid, kind, text, meta_json, _ts in records:
-            message = NewMessage(conv=conv, cmid=cmid, sender_id=sender_id, sender_role=role,  # type: ignore[arg-type]
-                                 sender_name=name, text=text, kind=kind,
-                                 meta=json.loads(meta_json) if meta_json else {})
-            try:
-                future = self.storage.submit_message(message)
-            except (ValueError, StorageError):  # nothing stored: the sender gets `unavailable`
-                batch.done(token, conv, None, "failed")
-                continue
-            future.add_done_callback(lambda f, token=token, conv=conv: batch.settled(token, conv, f))
+        """Records are queued (the gateway schedules this): hand them to storage as one batch. One
+        batch at a time; what queues meanwhile goes in the next one (group commit)."""
+        if self._storing:
+            return  # the running batch loop takes these when its batch is done
+        records: list[MessageRecord] = self.plane.take_records()
+        if records:
+            self._storing = True
+            task = asyncio.get_running_loop().create_task(self._store(records))
+            self._store_tasks.add(task)
+            task.add_done_callback(self._store_tasks.discard)
+
+    async def _store(self, records: list[MessageRecord]) -> None:
+        try:
+            while records:
+                try:
+                    outcomes = await self.storage.append_records(records)
+                except Exception:  # nothing of the batch is known to be stored: its senders retry
+                    log.exception("storing %d messages failed", len(records))
+                    outcomes = [(record[0], record[1], 0, 0.0, "failed") for record in records]
+                self._committed(outcomes)
+                records = self.plane.take_records()
+        finally:
+            self._storing = False
 
     def _committed(self, outcomes: list[tuple[int, int, int, float, str]]) -> None:
         self.plane.on_outcomes(outcomes)
@@ -187,34 +197,3 @@ class NativeDataPlane:
         stuck = self.plane.stuck()
         if stuck:
             self.on_stuck(stuck)
-
-
-class _Batch:
-    """Collects one flush's outcomes and reports them together."""
-
-    __slots__ = ("link", "outcomes", "remaining")
-
-    def __init__(self, link: NativeDataPlane, size: int) -> None:
-        self.link = link
-        self.remaining = size
-        self.outcomes: list[tuple[int, int, int, float, str]] = []
-
-    def settled(self, token: int, conv: int, future: asyncio.Future[AppendResult]) -> None:
-        if future.cancelled():
-            self.done(token, conv, None, "failed")
-            return
-        error = future.exception()
-        if error is None:
-            result = future.result()
-            self.done(token, conv, result, "created" if result.created else "duplicate")
-        else:
-            if not isinstance(error, NotFound):
-                log.error("storing a message failed", exc_info=error)
-            self.done(token, conv, None, "not_found" if isinstance(error, NotFound) else "failed")
-
-    def done(self, token: int, conv: int, result: AppendResult | None, status: str) -> None:
-        seq, ts = (result.seq, result.ts) if result is not None else (0, 0.0)
-        self.outcomes.append((token, conv, seq, ts, status))
-        self.remaining -= 1
-        if self.remaining == 0:
-            self.link._committed(self.outcomes)

@@ -75,12 +75,18 @@ def check_storable_message(msg: NewMessage) -> str:
     if not 0 < msg.conv <= MAX_ID:
         raise NotFound(f"conversation {msg.conv}")
     meta_json = dump_json(msg.meta) if msg.meta else "{}"
-    for value in (msg.cmid, msg.sender_id, msg.text, msg.kind, msg.sender_name or "", meta_json):
-        if "\x00" in value or (not value.isascii() and not _is_utf8_encodable(value)):
-            raise ValueError("message fields must be UTF-8 text without U+0000")
-    if "\\u0000" in meta_json:
-        raise ValueError("message meta must not contain U+0000")
+    if not storable_fields((msg.cmid, msg.sender_id, msg.text, msg.kind, msg.sender_name or ""), meta_json):
+        raise ValueError("message fields must be UTF-8 text without U+0000")
     return meta_json
+
+
+def storable_fields(values: tuple[str, ...], meta_json: str) -> bool:
+    """The text rules of `check_storable_message` for already-encoded fields (the native data plane's
+    records): UTF-8 without U+0000, and no U+0000 escaped in the JSON of `meta`."""
+    for value in (*values, meta_json):
+        if "\x00" in value or (not value.isascii() and not _is_utf8_encodable(value)):
+            return False
+    return "\\u0000" not in meta_json
 
 
 def _is_utf8_encodable(value: str) -> bool:

@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 ConversationState = Literal["queued", "assigned", "transferred", "closed"]
 Role = Literal["visitor", "agent", "admin"]
+# A message as the native data plane hands it over (`DataPlane.take_records`):
+# (token, conv, sender_id, sender_role, sender_name, cmid, kind, text, meta_json, ts).
+MessageRecord = tuple[int, int, str, str, "str | None", str, str, str, "str | None", float]
+# Its answer: (token, conv, seq, ts, status), status as `Storage.append_records` lists them.
+RecordOutcome = tuple[int, int, int, float, str]
+
+log = logging.getLogger("kefu.storage")
 
 
 class StorageError(Exception):
@@ -256,6 +265,41 @@ class Storage(abc.ABC):
     async def append_message(self, msg: NewMessage) -> AppendResult:
         """`submit_message`, awaited."""
         return await self.submit_message(msg)
+
+    async def append_records(self, records: list[MessageRecord]) -> list[RecordOutcome]:
+        """Store a batch of the native data plane's records (`DataPlane.take_records`) and return one
+        `(token, conv, seq, ts, status)` per record, in order; status is "created", "duplicate",
+        "not_found", "conflict" (closed conversation) or "failed" (nothing stored; the sender may
+        retry). The same rules as `submit_message`. This default stores them one `submit_message`
+        each; a backend with a batch statement overrides it (PostgreSQL: one round trip)."""
+        futures: list[asyncio.Future[AppendResult] | str] = []
+        for _token, conv, sender_id, role, name, cmid, kind, text, meta_json, _ts in records:
+            message = NewMessage(conv=conv, cmid=cmid, sender_id=sender_id, sender_role=role,  # type: ignore[arg-type]
+                                 sender_name=name, text=text, kind=kind,
+                                 meta=json.loads(meta_json) if meta_json else {})
+            try:
+                futures.append(self.submit_message(message))
+            except NotFound:
+                futures.append("not_found")
+            except (ValueError, StorageError):  # nothing stored: the sender gets `unavailable`
+                futures.append("failed")
+        outcomes: list[RecordOutcome] = []
+        for (token, conv, *_rest), future in zip(records, futures, strict=True):
+            if isinstance(future, str):
+                outcomes.append((token, conv, 0, 0.0, future))
+                continue
+            try:
+                result = await future
+            except NotFound:
+                outcomes.append((token, conv, 0, 0.0, "not_found"))
+            except Conflict:
+                outcomes.append((token, conv, 0, 0.0, "conflict"))
+            except Exception:  # whatever failed, nothing was stored: the sender retries
+                log.exception("storing a message failed")
+                outcomes.append((token, conv, 0, 0.0, "failed"))
+            else:
+                outcomes.append((token, conv, result.seq, result.ts, "created" if result.created else "duplicate"))
+        return outcomes
 
     @abc.abstractmethod
     async def messages_after(self, conv_id: int, after_seq: int, limit: int) -> list[StoredMessage]:

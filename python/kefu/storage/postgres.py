@@ -23,6 +23,7 @@ The schema goes into the first schema of the connection's search_path (set it in
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Literal, TypeVar
@@ -46,8 +47,10 @@ from kefu.storage.base import (
     Conflict,
     Conversation,
     ConversationState,
+    MessageRecord,
     NewMessage,
     NotFound,
+    RecordOutcome,
     Site,
     Storage,
     StorageError,
@@ -56,6 +59,8 @@ from kefu.storage.base import (
 )
 
 T = TypeVar("T")
+
+log = logging.getLogger("kefu.storage.postgres")
 
 # Any 64-bit constant: serialises schema creation between processes starting at the same time.
 _SCHEMA_LOCK_KEY: Final = 0x6B6566755F736368  # "kefu_sch"
@@ -66,6 +71,9 @@ _ACCEPTED_SYNCHRONOUS_COMMIT: Final = frozenset({"on", "remote_write", "remote_a
 _CREATED: Final = 0
 _DUPLICATE: Final = 1
 _NO_CONVERSATION: Final = 2
+_CLOSED: Final = 3
+# What the native data plane's outcomes call each of them.
+_STATUS: Final = {_CREATED: "created", _DUPLICATE: "duplicate", _NO_CONVERSATION: "not_found", _CLOSED: "conflict"}
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
@@ -208,6 +216,61 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             body text NOT NULL,
             updated_at double precision NOT NULL,
             UNIQUE (site_id, shortcut))""",
+    ),
+    (
+        # Issue 11: a closed conversation refuses new messages, as SQLite's journal always did (outcome
+        # 3); a retry of a message stored before the close still answers its seq. Otherwise as above.
+        """CREATE OR REPLACE FUNCTION kefu_append_batch(
+                p_conv bigint[], p_cmid text[], p_sender_id text[], p_sender_role text[], p_sender_name text[],
+                p_body text[], p_kind text[], p_meta text[], p_ts double precision[])
+            RETURNS TABLE (out_outcome smallint, out_seq bigint, out_ts double precision)
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM 1 FROM conversations WHERE id = ANY(p_conv) ORDER BY id FOR NO KEY UPDATE;
+                RETURN QUERY
+                WITH input AS (
+                    SELECT i.*, row_number() OVER (PARTITION BY i.conv, i.sender_id, i.cmid ORDER BY i.idx) AS copy
+                    FROM unnest(p_conv, p_cmid, p_sender_id, p_sender_role, p_sender_name, p_body, p_kind,
+                                p_meta, p_ts)
+                        WITH ORDINALITY AS i(conv, cmid, sender_id, sender_role, sender_name, body, kind, meta,
+                                             ts, idx)
+                ),
+                classified AS (
+                    SELECT input.*, c.last_seq AS base_seq, c.id IS NOT NULL AS known,
+                           coalesce(c.state = 'closed', false) AS closed, m.seq AS old_seq, m.ts AS old_ts
+                    FROM input
+                    LEFT JOIN conversations c ON c.id = input.conv
+                    LEFT JOIN messages m
+                        ON m.conv = input.conv AND m.sender_id = input.sender_id AND m.cmid = input.cmid
+                ),
+                fresh AS (
+                    SELECT classified.*, base_seq + row_number() OVER (PARTITION BY conv ORDER BY idx) AS new_seq
+                    FROM classified WHERE known AND NOT closed AND old_seq IS NULL AND copy = 1
+                ),
+                bumped AS (
+                    UPDATE conversations c SET last_seq = c.last_seq + added.n
+                    FROM (SELECT conv, count(*) AS n FROM fresh GROUP BY conv) added
+                    WHERE c.id = added.conv
+                ),
+                inserted AS (
+                    INSERT INTO messages (conv, seq, cmid, sender_id, sender_role, sender_name, body, kind, meta, ts)
+                    SELECT conv, new_seq, cmid, sender_id, sender_role, sender_name, body, kind, meta::jsonb, ts
+                    FROM fresh
+                )
+                SELECT (CASE WHEN NOT cl.known THEN 2
+                             WHEN mine.new_seq IS NOT NULL THEN 0
+                             WHEN cl.closed AND cl.old_seq IS NULL THEN 3
+                             ELSE 1 END)::smallint,
+                       coalesce(mine.new_seq, cl.old_seq, first_copy.new_seq),
+                       coalesce(mine.ts, cl.old_ts, first_copy.ts)
+                FROM classified cl
+                LEFT JOIN fresh mine ON mine.idx = cl.idx
+                LEFT JOIN fresh first_copy
+                    ON first_copy.conv = cl.conv AND first_copy.sender_id = cl.sender_id
+                    AND first_copy.cmid = cl.cmid
+                ORDER BY cl.idx;
+            END
+            $$""",
     ),
 )
 
@@ -583,8 +646,57 @@ class PostgresStorage(Storage):
         for (msg, _, _, future), (outcome, seq, ts) in zip(batch, rows, strict=True):
             if outcome == _NO_CONVERSATION:
                 _settle(future, None, NotFound(f"conversation {msg.conv}"))
+            elif outcome == _CLOSED:
+                _settle(future, None, Conflict(f"conversation {msg.conv} is closed"))
             else:
                 _settle(future, AppendResult(seq=seq, ts=ts, created=outcome == _CREATED), None)
+
+    async def append_records(self, records: list[MessageRecord]) -> list[RecordOutcome]:
+        """The native data plane's batch in one round trip per `max_batch` records (no `NewMessage`, no
+        future per record): its fields go to `kefu_append_batch` as column arrays, as they came from
+        the data plane (text, already-encoded meta). Same rules as `submit_message`; a record the
+        database refuses fails alone (the batch is retried one record per transaction)."""
+        if not self._accepting:
+            raise StorageError("storage is not open")
+        outcomes: list[RecordOutcome | None] = [None] * len(records)
+        storable: list[int] = []
+        for index, (token, conv, sender_id, _role, name, cmid, kind, text, meta_json, _ts) in enumerate(records):
+            if not 0 < conv <= c.MAX_ID:
+                outcomes[index] = (token, conv, 0, 0.0, "not_found")
+            elif not c.storable_fields((cmid, sender_id, text, kind, name or ""), meta_json or "{}"):
+                outcomes[index] = (token, conv, 0, 0.0, "failed")
+            else:
+                storable.append(index)
+        now = time.time()  # what `ts` means everywhere: the time the batch is written
+        for start in range(0, len(storable), self.max_batch):
+            await self._append_record_batch(records, storable[start:start + self.max_batch], now, outcomes)
+        return outcomes  # type: ignore[return-value]  # every slot was filled above or by the batches
+
+    async def _append_record_batch(self, records: list[MessageRecord], indexes: list[int], now: float,
+                                   outcomes: list[RecordOutcome | None]) -> None:
+        batch = [records[index] for index in indexes]
+        columns = (
+            [record[1] for record in batch], [record[5] for record in batch], [record[2] for record in batch],
+            [record[3] for record in batch], [record[4] for record in batch], [record[7] for record in batch],
+            [record[6] for record in batch], [record[8] or "{}" for record in batch], [now] * len(batch),
+        )
+        try:
+            rows = await self._run(lambda conn: conn.fetch(_APPEND_BATCH_SQL, *columns))
+        except StorageError as exc:
+            if len(indexes) > 1 and not isinstance(exc.__cause__, _CONNECTION_ERRORS):
+                for index in indexes:  # refused for something in it: only the offending record fails
+                    await self._append_record_batch(records, [index], now, outcomes)
+                return
+            log.error("storing %d messages failed: %s", len(indexes), exc)
+            for index in indexes:
+                outcomes[index] = (records[index][0], records[index][1], 0, 0.0, "failed")
+            return
+        for index, (outcome, seq, ts) in zip(indexes, rows, strict=True):
+            token, conv = records[index][0], records[index][1]
+            if outcome in (_CREATED, _DUPLICATE):
+                outcomes[index] = (token, conv, seq, ts, _STATUS[outcome])
+            else:
+                outcomes[index] = (token, conv, 0, 0.0, _STATUS[outcome])
 
     async def messages_after(self, conv_id: int, after_seq: int, limit: int) -> list[StoredMessage]:
         page = c.clamp_limit(limit, c.MAX_PAGE_LIMIT)

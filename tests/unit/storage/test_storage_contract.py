@@ -246,6 +246,93 @@ async def test_postgres_message_the_database_refuses_fails_alone(
         await store.close()
 
 
+async def test_a_closed_conversation_refuses_new_messages_but_answers_retries(storage: Storage) -> None:
+    (conv,) = await make_conversations(storage, 1)
+    first = await storage.append_message(message(conv, "before"))
+    await storage.set_conversation_state(conv.id, "closed", None)
+    with pytest.raises(Conflict):
+        await storage.append_message(message(conv, "after"))
+    retry = await storage.append_message(message(conv, "before"))
+    assert (retry.seq, retry.ts, retry.created) == (first.seq, first.ts, False)
+    assert [m.cmid for m in await storage.messages_after(conv.id, 0, 10)] == ["before"]
+
+
+def record(token: int, conv: int, sender: str, cmid: str, text: str = "hi", meta_json: str | None = None) -> tuple:
+    """A record as the native data plane's `take_records` hands it over."""
+    return (token, conv, sender, "visitor", None, cmid, "text", text, meta_json, 0.0)
+
+
+async def test_append_records_stores_a_data_plane_batch_with_the_message_rules(storage: Storage) -> None:
+    """`append_records` (the native data plane's PostgreSQL path, one round trip there; one
+    `submit_message` per record elsewhere): seqs per conversation in batch order, a retried cmid
+    (stored before, or twice in the batch) answers its original seq and is stored once, a closed
+    conversation refuses, an unknown one is not_found, unstorable text fails alone."""
+    one, two, closed = await make_conversations(storage, 3)
+    stored = await storage.append_message(message(one, "old"))
+    kept = await storage.append_message(message(closed, "kept"))
+    await storage.set_conversation_state(closed.id, "closed", None)
+    batch = [
+        record(10, one.id, one.visitor_id, "a", meta_json='{"n":1}'),
+        record(11, two.id, two.visitor_id, "a"),
+        record(12, one.id, one.visitor_id, "old"),  # stored before the batch
+        record(13, one.id, one.visitor_id, "b"),
+        record(14, one.id, one.visitor_id, "a"),  # twice in the batch
+        record(15, 999_999, one.visitor_id, "x"),  # no such conversation
+        record(16, closed.id, closed.visitor_id, "new"),
+        record(17, closed.id, closed.visitor_id, "kept"),  # stored before the close
+        record(18, two.id, two.visitor_id, "nul", text="a\x00b"),
+        record(19, 0, one.visitor_id, "zero"),
+        record(20, two.id, two.visitor_id, "b"),
+    ]
+    outcomes = await storage.append_records(batch)
+    by_token = {outcome[0]: outcome for outcome in outcomes}
+    assert [outcome[0] for outcome in outcomes] == [r[0] for r in batch], "one outcome per record, in order"
+    assert [(by_token[t][2], by_token[t][4]) for t in (10, 13, 14)] == [(2, "created"), (3, "created"),
+                                                                        (2, "duplicate")]
+    assert by_token[14][3] == by_token[10][3], "a retry answers the original ts"
+    assert (by_token[12][2], by_token[12][3], by_token[12][4]) == (stored.seq, stored.ts, "duplicate")
+    assert [(by_token[t][2], by_token[t][4]) for t in (11, 20)] == [(1, "created"), (2, "created")]
+    assert by_token[15][4] == "not_found" and by_token[19][4] == "not_found"
+    assert by_token[16][4] == "conflict"
+    assert (by_token[17][2], by_token[17][4]) == (kept.seq, "duplicate")
+    assert by_token[18][4] == "failed"
+    messages = await storage.messages_after(one.id, 0, 10)
+    assert [(m.seq, m.cmid) for m in messages] == [(1, "old"), (2, "a"), (3, "b")]
+    assert messages[1].meta == {"n": 1}
+    assert [(m.seq, m.cmid) for m in await storage.messages_after(two.id, 0, 10)] == [(1, "a"), (2, "b")]
+    assert [m.cmid for m in await storage.messages_after(closed.id, 0, 10)] == ["kept"]
+    assert (await storage.get_conversation(one.id)).last_seq == 3  # type: ignore[union-attr]
+
+
+async def test_postgres_append_records_is_one_round_trip_and_a_refused_record_fails_alone(
+    pg_database_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PostgresStorage(await fresh_schema_dsn(pg_database_dsn))
+    await store.open()
+    try:
+        (conv,) = await make_conversations(store, 1)
+        calls = []
+        run = store._run
+
+        async def counting_run(fn):  # type: ignore[no-untyped-def]
+            calls.append(fn)
+            return await run(fn)
+
+        monkeypatch.setattr(store, "_run", counting_run)
+        outcomes = await store.append_records([record(n, conv.id, conv.visitor_id, f"m{n}") for n in range(50)])
+        assert len(calls) == 1, "one database call for the whole batch"
+        assert [(o[2], o[4]) for o in outcomes] == [(n + 1, "created") for n in range(50)]
+        # Invalid JSON in meta (the data plane never sends it) is refused by PostgreSQL for that record only.
+        batch = [record(100 + n, conv.id, conv.visitor_id, f"r{n}") for n in range(4)]
+        batch[2] = record(102, conv.id, conv.visitor_id, "refused", meta_json="{not json")
+        outcomes = await store.append_records(batch)
+        assert [(o[0], o[2], o[4]) for o in outcomes] == [(100, 51, "created"), (101, 52, "created"),
+                                                           (102, 0, "failed"), (103, 53, "created")]
+        assert [m.seq for m in await store.messages_after(conv.id, 50, 10)] == [51, 52, 53]
+    finally:
+        await store.close()
+
+
 # --- conversations -------------------------------------------------------------------------------
 
 async def test_open_conversation_race_creates_one(storage: Storage) -> None:
