@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::insert::StaticInsert;
 use crate::{AppendError, AppendRecord, Appended};
 
 const SELECT_CONVERSATION: &str =
@@ -53,16 +54,20 @@ const STATEMENTS: [&str; 4] = [
 /// What one record's append answered.
 pub(crate) type RecordResult = Result<Appended, AppendError>;
 
-/// Prepares (and caches) every statement: fails at open, not at the first message, when the schema
-/// is missing or different.
-pub(crate) fn prepare_all(conn: &Connection) -> rusqlite::Result<()> {
+/// The fast path's multi-row INSERTs, one per size of [`INSERT_CHUNKS`] (same order).
+pub(crate) struct Inserts(Vec<StaticInsert>);
+
+/// Prepares every statement: fails at open, not at the first message, when the schema is missing
+/// or different. The small ones are cached on the connection; the fast path's INSERTs are returned.
+pub(crate) fn prepare_all(conn: &Connection) -> rusqlite::Result<Inserts> {
     for sql in STATEMENTS {
         conn.prepare_cached(sql)?;
     }
-    for rows in INSERT_CHUNKS {
-        conn.prepare_cached(&insert_rows_sql(rows))?;
-    }
-    Ok(())
+    INSERT_CHUNKS
+        .iter()
+        .map(|rows| StaticInsert::prepare(conn, &insert_rows_sql(*rows)))
+        .collect::<rusqlite::Result<_>>()
+        .map(Inserts)
 }
 
 /// A conversation as the batch sees it: its last seq so far, whether it is closed, and whether the
@@ -154,6 +159,7 @@ fn write_back(conn: &Connection, conv: i64, cursor: &ConvCursor) -> rusqlite::Re
 /// stored (conv, sender_id, cmid): the caller undoes the attempt and takes [`append_together`].
 fn append_sorted(
     conn: &Connection,
+    inserts: &Inserts,
     records: &[&AppendRecord],
     now: f64,
 ) -> rusqlite::Result<Option<Vec<RecordResult>>> {
@@ -186,25 +192,25 @@ fn append_sorted(
     rows.sort_unstable();
     let mut inserted = 0;
     let mut rest = &rows[..];
-    for size in INSERT_CHUNKS {
-        let mut statement = conn.prepare_cached(&insert_rows_sql(size))?;
+    for (size, statement) in INSERT_CHUNKS.into_iter().zip(&inserts.0) {
         while rest.len() >= size {
             let (chunk, tail) = rest.split_at(size);
             for (row, (conv, seq, index)) in chunk.iter().enumerate() {
                 let record = records[*index];
                 let first = row * MESSAGE_COLUMNS + 1;
-                statement.raw_bind_parameter(first, conv)?;
-                statement.raw_bind_parameter(first + 1, seq)?;
-                statement.raw_bind_parameter(first + 2, &record.cmid)?;
-                statement.raw_bind_parameter(first + 3, &record.sender_id)?;
-                statement.raw_bind_parameter(first + 4, record.sender_role.as_str())?;
-                statement.raw_bind_parameter(first + 5, &record.sender_name)?;
-                statement.raw_bind_parameter(first + 6, &record.text)?;
-                statement.raw_bind_parameter(first + 7, &record.kind)?;
-                statement.raw_bind_parameter(first + 8, &record.meta)?;
-                statement.raw_bind_parameter(first + 9, record.ts.unwrap_or(now))?;
+                statement.bind_i64(first, *conv)?;
+                statement.bind_i64(first + 1, *seq)?;
+                statement.bind_text(first + 2, &record.cmid)?;
+                statement.bind_text(first + 3, &record.sender_id)?;
+                statement.bind_text(first + 4, record.sender_role.as_str())?;
+                statement.bind_optional_text(first + 5, record.sender_name.as_deref())?;
+                statement.bind_text(first + 6, &record.text)?;
+                statement.bind_text(first + 7, &record.kind)?;
+                statement.bind_text(first + 8, &record.meta)?;
+                statement.bind_f64(first + 9, record.ts.unwrap_or(now))?;
             }
-            inserted += statement.raw_execute()?;
+            // `records` outlives this call: the statically bound texts stay valid through it.
+            inserted += statement.execute()?;
             rest = tail;
         }
     }
@@ -314,6 +320,7 @@ fn rollback_quietly(conn: &Connection) {
 /// (the fsync) when the batch committed, and stays `None` otherwise.
 pub(crate) fn write_batch(
     conn: &Connection,
+    inserts: &Inserts,
     records: &[&AppendRecord],
     now: f64,
     fail_commit: bool,
@@ -325,7 +332,7 @@ pub(crate) fn write_batch(
     }
     // No SAVEPOINT around the fast path: pages modified inside a savepoint are first copied to a
     // sub-journal. The transaction holds nothing but this batch, so undoing means rolling it back.
-    let attempt = match append_sorted(conn, records, now) {
+    let attempt = match append_sorted(conn, inserts, records, now) {
         Ok(Some(results)) => Ok(results),
         Ok(None) => {
             // A retry or a closed conversation in the batch: undo, then one record at a time.

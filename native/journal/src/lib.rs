@@ -26,6 +26,7 @@
 mod batch;
 pub mod closed_loop;
 mod completions;
+mod insert;
 mod lock;
 
 use std::fmt;
@@ -297,7 +298,7 @@ impl Journal {
         if config.max_pending > ArrayRing::<Pending>::MAX_CAPACITY {
             return Err(OpenError("max_pending is too large".into()));
         }
-        let conn = open_connection(path, &config)?;
+        let connection = open_connection(path, &config)?;
         let shared = Arc::new(Shared {
             ring: ArrayRing::new(config.max_pending),
             in_flight: AtomicUsize::new(0),
@@ -316,7 +317,7 @@ impl Journal {
         let max_batch = config.max_batch;
         let writer = thread::Builder::new()
             .name("kefu-journal".into())
-            .spawn(move || run_writer(&writer_shared, &conn, max_batch))
+            .spawn(move || run_writer(&writer_shared, &connection, max_batch))
             .map_err(|error| OpenError(error.to_string()))?;
         Ok(Journal {
             shared,
@@ -461,7 +462,14 @@ impl Drop for Journal {
     }
 }
 
-fn open_connection(path: &Path, config: &JournalConfig) -> Result<Connection, OpenError> {
+/// The writer thread's connection and its fast-path statements. Field order is drop order: the
+/// statements are finalized before the connection closes.
+struct WriterConnection {
+    inserts: batch::Inserts,
+    conn: Connection,
+}
+
+fn open_connection(path: &Path, config: &JournalConfig) -> Result<WriterConnection, OpenError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(config.busy_timeout)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
@@ -487,8 +495,8 @@ fn open_connection(path: &Path, config: &JournalConfig) -> Result<Connection, Op
         )));
     }
     conn.set_prepared_statement_cache_capacity(16);
-    batch::prepare_all(&conn)?;
-    Ok(conn)
+    let inserts = batch::prepare_all(&conn)?;
+    Ok(WriterConnection { inserts, conn })
 }
 
 fn unix_now() -> f64 {
@@ -499,7 +507,8 @@ fn unix_now() -> f64 {
 
 /// The writer thread: take what is pending, write it as one transaction, publish, repeat; sleep when
 /// there is nothing; stop when closed and drained.
-fn run_writer(shared: &Shared, conn: &Connection, max_batch: usize) {
+fn run_writer(shared: &Shared, connection: &WriterConnection, max_batch: usize) {
+    let conn = &connection.conn;
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch.min(4096));
     let mut page_limit = 0;
     loop {
@@ -537,6 +546,7 @@ fn run_writer(shared: &Shared, conn: &Connection, max_batch: usize) {
             let _turn = shared.lock.hold();
             batch::write_batch(
                 conn,
+                &connection.inserts,
                 &records,
                 unix_now(),
                 shared.fail_commits.load(Ordering::Relaxed),
