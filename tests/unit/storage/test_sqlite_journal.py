@@ -77,3 +77,28 @@ async def test_control_writes_and_appends_interleave_without_busy_errors(tmp_pat
         assert (await store.get_conversation(conv)).last_seq == 300  # type: ignore[union-attr]
     finally:
         await store.close()
+
+
+async def test_a_new_database_gets_large_pages_and_an_existing_one_keeps_its_own(tmp_path: Path) -> None:
+    fresh = SqliteStorage(tmp_path / "fresh.db")
+    await fresh.open()
+    await fresh.close()
+    old_path = tmp_path / "old.db"
+    with sqlite3.connect(old_path) as conn:  # a database made before: 4 KiB pages, WAL
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE unrelated (x)")
+    conn.close()
+    old = SqliteStorage(old_path)
+    await old.open()
+    try:
+        site = await old.create_site("shop", ())
+        assert site.id == 1, "the existing file is usable as it is"
+    finally:
+        await old.close()
+    sizes = {}
+    for name in ("fresh.db", "old.db"):
+        with sqlite3.connect(tmp_path / name) as conn:
+            sizes[name] = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.close()
+    assert sizes == {"fresh.db": 16384, "old.db": 4096}
