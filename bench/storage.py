@@ -94,6 +94,12 @@ async def seed(storage: Storage) -> list[tuple[int, str]]:
     return conversations
 
 
+def settle_disk() -> None:
+    """Write back what earlier rows left dirty in the page cache before a row starts: otherwise their
+    files' writeback lands in this row's fsyncs and the rows measured late pay for the early ones."""
+    os.sync()
+
+
 async def drive(append: Append, conversations: list[tuple[int, str]], concurrency: int, seconds: float,
                 label: str) -> Measurement:
     """`concurrency` closed-loop appenders for `seconds` (after a short warm-up that is not counted)."""
@@ -114,6 +120,7 @@ async def drive(append: Append, conversations: list[tuple[int, str]], concurrenc
                 latencies.append(time.perf_counter_ns() - started)
                 acked += 1
 
+    settle_disk()
     tasks = [asyncio.create_task(appender(worker)) for worker in range(concurrency)]
     await asyncio.sleep(min(0.5, seconds / 4))
     measuring = True
@@ -230,6 +237,7 @@ async def drive_journal(journal: Journal, conversations: list[tuple[int, str]], 
             if not state["stop"]:
                 submit(worker)
 
+    settle_disk()
     loop.add_reader(journal.completion_fd, on_outcomes)
     try:
         for worker in range(concurrency):
@@ -280,6 +288,7 @@ async def run_native(path: Path, synchronous: str, conversations: list[tuple[int
     try:
         if not conversations:
             conversations = await seed(storage)
+        settle_disk()
         report = await asyncio.get_running_loop().run_in_executor(
             None, storage.journal.bench_closed_loop, conversations, concurrency, min(0.5, seconds / 4), seconds)
     finally:
