@@ -169,7 +169,7 @@ _WRITER_CACHE_KIB: Final = 32 * 1024  # the control writer's; the journal keeps 
 # Every commit writes each page it dirtied to the WAL whole, and the messages of different
 # conversations share no page below this size's worth of rows, so with many small conversations the
 # per-page cost dominates: 16 KiB cut the journal's CPU per message ~20 % on the chat-shaped load of
-# bench.storage (10,000 conversations) and did not cost on the 100-conversation load (docs/storage.md).
+# bench.storage (10,000 conversations) and ~15 % on its 100-conversation load (docs/storage.md).
 _NEW_DATABASE_PAGE_SIZE: Final = 16_384
 
 # An operation for the writer thread: gets the write connection inside the open batch transaction.
