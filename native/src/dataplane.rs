@@ -2,9 +2,8 @@
 //!
 //! Python (the hub) writes the tables. Records go to one of two sinks: the native journal
 //! (native/journal, SQLite from Rust: `use_journal` with storage's own journal, then `pump` once per
-//! eventfd wake-up), or a
-//! batch that Python carries to its own writer (`take_records` → storage → `on_outcomes`; the
-//! PostgreSQL path). The per-frame path does not
+//! eventfd wake-up), or a batch that Python carries to its own writer (`take_records` → storage →
+//! `on_outcomes`; the PostgreSQL path). The per-frame path does not
 //! come through here: [`DataPlane::capsule`] hands the Cython gateway a C vtable
 //! ([`DataPlaneVtable`], layout mirrored in engine/src/kefu_engine/dataplane.pxd) whose functions
 //! run a frame through the data plane and expose the resulting deliveries as raw pointers, with no
