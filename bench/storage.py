@@ -18,6 +18,8 @@ ack, append again. An ack means committed (group commit: one fsync per batch). S
 - the pure-Python group-commit writer this replaced (a Python thread running the reference twin's
   statements, fed by MpmcQueue), measured in the same run for comparison;
 - one transaction (one fsync) per message, the way a naive server writes.
+PostgreSQL rows: `PostgresStorage.append_message` (a future per message, group commit), and the native
+data plane's path, record tuples carried in batches by `append_records` (one round trip per batch).
 Runs on uvloop like the server. Writes bench/results/storage.md.
 """
 
@@ -381,6 +383,48 @@ async def bench_baseline(seconds: float, workdir: Path) -> Measurement:
         naive.close()
 
 
+async def drive_records(storage: Storage, conversations: list[tuple[int, str]], concurrency: int, seconds: float,
+                        label: str) -> Measurement:
+    """The native data plane's PostgreSQL path: `concurrency` appenders with one message in flight
+    each, carried as record tuples by one batch loop (`Storage.append_records`, as
+    `NativeDataPlane.flush` does); every appender is ready again when its batch returns, so each
+    batch holds one record per appender."""
+    latencies: list[int] = []
+    sent = [0] * concurrency
+    state = {"acked": 0, "measuring": False, "stop": False}
+
+    async def batches() -> None:
+        while not state["stop"]:
+            records = []
+            for worker in range(concurrency):
+                conv, sender = conversations[worker % len(conversations)]
+                sent[worker] += 1
+                records.append((worker, conv, sender, "visitor", None, f"w{worker}-{sent[worker]}", "text", TEXT,
+                                None, 0.0))
+            started = time.perf_counter_ns()
+            outcomes = await storage.append_records(records)
+            failed = [outcome for outcome in outcomes if outcome[4] != "created"]
+            if failed:
+                raise RuntimeError(f"{len(failed)} appends failed, e.g. {failed[0]}")
+            if state["measuring"]:
+                latencies.extend([time.perf_counter_ns() - started] * len(outcomes))
+                state["acked"] += len(outcomes)
+
+    settle_disk()
+    task = asyncio.create_task(batches())
+    await asyncio.sleep(min(0.5, seconds / 4))
+    state["measuring"] = True
+    started, cpu_started = time.perf_counter(), time.process_time()
+    await asyncio.sleep(seconds)
+    state["measuring"] = False
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    state["stop"] = True
+    await task
+    result = Measurement(label, concurrency, int(state["acked"]), elapsed, latencies, cpu)
+    result.show()
+    return result
+
+
 async def bench_postgres(dsn: str, seconds: float) -> tuple[list[Measurement], str]:
     schema = "kefu_bench_" + secrets.token_hex(4)
     admin = await asyncpg.connect(dsn)
@@ -396,6 +440,16 @@ async def bench_postgres(dsn: str, seconds: float) -> tuple[list[Measurement], s
                 conversations = await seed(storage)
                 results.append(await drive(storage.append_message, conversations, concurrency, seconds,
                                            "PostgreSQL sync_commit=on, group commit"))
+            finally:
+                await storage.close()
+            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE; CREATE SCHEMA "{schema}"')
+        for concurrency in CONCURRENCY_LEVELS[1:]:
+            storage = PostgresStorage(f"{dsn}{separator}search_path={schema}")
+            await storage.open()
+            try:
+                conversations = await seed(storage)
+                results.append(await drive_records(storage, conversations, concurrency, seconds,
+                                                   "PostgreSQL sync_commit=on, data plane batches"))
             finally:
                 await storage.close()
             await admin.execute(f'DROP SCHEMA "{schema}" CASCADE; CREATE SCHEMA "{schema}"')
