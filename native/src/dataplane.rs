@@ -424,6 +424,11 @@ impl DataPlane {
         self.apply(TableUpdate::Revoke { slot, conv })
     }
 
+    /// `slot` already has every `msg` of `conv` up to `seq` (its replay sent them).
+    fn caught_up(&self, slot: u32, conv: u64, seq: u64) -> PyResult<()> {
+        self.apply(TableUpdate::CaughtUp { slot, conv, seq })
+    }
+
     fn replaying(&self, conv: u64, on: bool) -> PyResult<()> {
         self.apply(TableUpdate::Replaying { conv, on })
     }

@@ -212,6 +212,15 @@ impl<S: DurableSink> DataPlane<S> {
             TableUpdate::Revoke { slot, conv } => {
                 if let Some(row) = self.convs.get_mut(&conv) {
                     row.subscribers.retain(|s| *s != slot);
+                    row.caught_up.retain(|(s, _)| *s != slot);
+                }
+            }
+            TableUpdate::CaughtUp { slot, conv, seq } => {
+                if let Some(row) = self.convs.get_mut(&conv) {
+                    row.caught_up.retain(|(s, _)| *s != slot);
+                    if seq > row.fanned_seq {
+                        row.caught_up.push((slot, seq));
+                    }
                 }
             }
             TableUpdate::Replaying { conv, on } => {
@@ -231,6 +240,7 @@ impl<S: DurableSink> DataPlane<S> {
         drop(row);
         for conv in self.convs.values_mut() {
             conv.subscribers.retain(|s| *s != slot);
+            conv.caught_up.retain(|(s, _)| *s != slot);
         }
     }
 
@@ -510,8 +520,13 @@ impl<S: DurableSink> DataPlane<S> {
                 break;
             };
             row.fanned_seq += 1;
+            let mut targets = row.subscribers.clone();
+            if !row.caught_up.is_empty() {
+                let seq = row.fanned_seq;
+                targets.retain(|slot| !row.caught_up.iter().any(|&(s, upto)| s == *slot && seq <= upto));
+                row.caught_up.retain(|&(_, upto)| upto > seq);
+            }
             let row = &self.convs[&conv];
-            let targets = row.subscribers.clone();
             let replaying = row.replaying;
             let any_binary = self.any_binary(&targets);
             let view = Message {

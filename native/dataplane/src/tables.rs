@@ -96,6 +96,14 @@ pub enum TableUpdate {
         slot: u32,
         conv: u64,
     },
+    /// `slot` already has every `msg` of `conv` up to `seq` (its replay, read from storage, sent
+    /// them): later deliveries skip those seqs for it. A message committed before the replay read it
+    /// may reach the data plane only after the grant; without this it would arrive twice.
+    CaughtUp {
+        slot: u32,
+        conv: u64,
+        seq: u64,
+    },
     /// While Python replays history to a resuming connection, live frames of `conv` are also
     /// handed to it (to buffer), as the hub's `replay_buffers` did.
     Replaying {
@@ -125,6 +133,9 @@ pub(crate) struct ConvRow {
     /// Committed messages that arrived ahead of a gap, by seq.
     pub pending: BTreeMap<u64, crate::plane::PendingMessage>,
     pub replaying: bool,
+    /// (slot, seq): that subscriber already has the messages up to seq (see `CaughtUp`); an entry
+    /// goes once the fan-out passes its seq.
+    pub caught_up: Vec<(u32, u64)>,
 }
 
 impl ConvRow {
@@ -136,6 +147,7 @@ impl ConvRow {
             fanned_seq: last_seq,
             pending: BTreeMap::new(),
             replaying: false,
+            caught_up: Vec::new(),
         }
     }
 }

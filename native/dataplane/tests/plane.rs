@@ -147,6 +147,46 @@ fn messages_are_released_in_seq_order() {
 }
 
 #[test]
+fn a_connection_caught_up_by_its_replay_gets_only_later_messages() {
+    // A resuming connection's replay read seqs 1..=2 from storage before their outcomes reached the
+    // data plane; once granted, it must not get them again (everyone else still does).
+    let mut plane = plane(false);
+    let sender = principal("a_1", Role::Agent);
+    let committed = |seq: u64| Committed {
+        conv: CONV,
+        seq,
+        ts: 1.0,
+        sender: sender.clone(),
+        cmid: format!("c{seq}"),
+        kind: Kind::Text,
+        text: "x".into(),
+        meta_json: None,
+    };
+    plane.apply(TableUpdate::CaughtUp {
+        slot: VISITOR,
+        conv: CONV,
+        seq: 2,
+    });
+    for seq in 1..=3 {
+        plane.deliver(committed(seq));
+    }
+    let got: Vec<(u64, Vec<u32>)> = plane
+        .take_deliveries()
+        .iter()
+        .map(|d| (json_of(d)["seq"].as_u64().unwrap(), d.slots.clone()))
+        .collect();
+    assert_eq!(got, [(1, vec![AGENT]), (2, vec![AGENT]), (3, vec![VISITOR, AGENT])]);
+    // Caught up to a seq already fanned out: nothing to skip, nothing remembered.
+    plane.apply(TableUpdate::CaughtUp {
+        slot: VISITOR,
+        conv: CONV,
+        seq: 3,
+    });
+    plane.deliver(committed(4));
+    assert_eq!(plane.take_deliveries()[0].slots, [VISITOR, AGENT]);
+}
+
+#[test]
 fn undecided_cases_go_to_python() {
     let mut plane = plane(false);
     assert_eq!(

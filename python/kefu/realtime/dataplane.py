@@ -126,6 +126,10 @@ class NativeDataPlane:
         if conn.slot >= 0:
             self.plane.grant(conn.slot, conv_id)
 
+    def caught_up(self, conn: compiled.Connection, conv_id: int, seq: int) -> None:
+        if conn.slot >= 0:
+            self.plane.caught_up(conn.slot, conv_id, seq)
+
     def revoke(self, conn: compiled.Connection, conv_id: int) -> None:
         if conn.slot >= 0:
             self.plane.revoke(conn.slot, conv_id)

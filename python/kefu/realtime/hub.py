@@ -138,6 +138,9 @@ class Hub:
         self.by_principal: dict[str, set[compiled.Connection]] = {}
         self.subscribers: dict[int, set[compiled.Connection]] = {}
         self.replaying: dict[int, set[compiled.Connection]] = {}
+        # conv → {connection: seq}: replayed up to seq from storage, so live msgs up to it skip them
+        # (Python path; the native data plane keeps the same in its tables, `caught_up`).
+        self.caught_up: dict[int, dict[compiled.Connection, int]] = {}
         self.convs: dict[int, ConvRuntime] = {}
         self.agents: dict[str, Agent] = {}
         # Agents' token generations (checked by the API, the handshake and hello) and the limits on
@@ -348,6 +351,9 @@ class Hub:
             self.native.grant(conn, conv_id)
 
     def _drop_subscription(self, conn: compiled.Connection, conv_id: int) -> None:
+        caught = self.caught_up.get(conv_id)
+        if caught is not None and caught.pop(conn, None) is not None and not caught:
+            del self.caught_up[conv_id]
         for table in (self.subscribers, self.replaying):
             members = table.get(conv_id)
             if members is not None:
@@ -380,6 +386,14 @@ class Hub:
             targets = [c for c in members if c.principal.id != skip_principal]
         else:
             targets = tuple(members)  # a send may close a slow consumer and shrink the set
+        caught = self.caught_up.get(conv_id)
+        if caught and frame.get("t") == "msg":
+            seq = frame["seq"]
+            targets = [c for c in targets if caught.get(c, 0) < seq]
+            for conn in [c for c, upto in caught.items() if upto <= seq]:
+                del caught[conn]
+            if not caught:
+                del self.caught_up[conv_id]
         json_payload = compiled.encode_json(frame)
         binary_payload = compiled.encode_frame(frame) if any(c.binary for c in targets) else None
         return self.send_to_all(targets, json_payload, binary_payload)
@@ -474,6 +488,12 @@ class Hub:
                     continue
                 last_sent = frame["seq"]
             conn.send_frame(frame)
+        # The replay may have read messages from storage that are committed but not yet fanned out
+        # (their outcome is still on its way): the live path must not send those to this connection.
+        if self.native is not None:
+            self.native.caught_up(conn, conv_id, last_sent)
+        elif last_sent > runtime.fanned_seq:
+            self.caught_up.setdefault(conv_id, {})[conn] = last_sent
         self.subscribers.setdefault(conv_id, set()).add(conn)
         if self.native is not None:
             self.native.grant(conn, conv_id)
