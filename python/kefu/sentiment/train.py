@@ -21,10 +21,11 @@ evaluated, never used to choose anything. ``--search-c`` picks C on a second has
 split (``crc32("val-v1\\x1f" + normalised) % 5 == 0``).
 
 Model: 3-class (neg / neu / pos) multinomial logistic regression over the native featuriser's hashed
-ids (2^BITS buckets; 2^21 since featuriser v2, whose negated lexicon grams it also uses), each row L2-normalised (1/sqrt(n)) and scaled per feature by the naive-Bayes log-count ratio of
-negative vs not-negative (NB-LR, Wang & Manning 2012); the ratio is folded into the exported weights,
-so the ONNX graph stays ``Gather -> masked sum -> /sqrt(n) -> +b -> Softmax``. Chinese neutral rows
-are all generated.
+ids (2^BITS buckets; 2^21 since featuriser v2, whose negated lexicon grams it also uses), each row
+L2-normalised (1/sqrt(n)) and scaled per feature by the naive-Bayes log-count ratio of negative vs
+not-negative (NB-LR, Wang & Manning 2012); the ratio is folded into the exported weights, so the ONNX
+graph stays ``Gather -> masked sum -> /sqrt(n) -> +b -> Softmax``. Chinese neutral rows are all
+generated.
 
 The output (``sentiment.onnx`` + ``model_card.json``) is byte-identical across runs on the same pinned
 versions; scripts/check-model.sh verifies that.
