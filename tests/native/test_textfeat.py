@@ -38,6 +38,9 @@ GOLDEN_TEXTS = [
     "This is TERRIBLE. I want a refund NOW.",
     "I can't log in... again?!",
     "not good, not good at all",
+    "I don't love it and it isn't good, never terrible",
+    "not one two three good; not one two good; good not",
+    "nothing can't no love",
     "😡😡 worst service ever",
     "👍 thanks 🙏",
     "🇨🇳🏳️‍🌈 flags",
@@ -178,10 +181,15 @@ _chat_like = st.text(
     ),
     max_size=120,
 )
+# Word sequences that exercise the negation scope (negators, lexicon tokens, fillers).
+_negation_like = st.lists(
+    st.sampled_from(["not", "no", "never", "don't", "can't", "nothing", "good", "love", "terrible", "x", "0", "好"]),
+    max_size=12,
+).map(" ".join)
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=st.one_of(_assigned_text, _chat_like), bits=st.sampled_from([8, 18]))
+@given(text=st.one_of(_assigned_text, _chat_like, _negation_like), bits=st.sampled_from([8, 18]))
 def test_native_matches_reference_on_generated_text(text: str, bits: int) -> None:
     native = compiled.Featurizer(bits, GOLDEN_LEXICON).featurize(text)
     python = reference.Featurizer(bits, GOLDEN_LEXICON).featurize(text)

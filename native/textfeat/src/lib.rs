@@ -13,6 +13,9 @@
 //! 4. Word 1- and 2-grams of the `[a-z0-9']+` tokens, namespace `w` (a bigram is `"a b"`).
 //! 5. Optionally, for each token found in a lexicon, the gram `"<bucket>"` in namespace `v`, where the
 //!    bucket is the integer the lexicon maps the token to (e.g. VADER valence rounded, `-3`).
+//!    When one of the [`NEGATION_SCOPE`] tokens before it is a negator ([`is_negator`]: `not`, `never`,
+//!    `no`, ... or any token ending in `n't`), also the grams `"<bucket>"` and `token` in namespace `n`,
+//!    so "not good" and "never helpful" stop counting only as praise.
 //! 6. Each gram hashes to `crc32(ns + "\x1f" + gram) & (2^bits - 1)` (IEEE CRC-32 over UTF-8).
 //! 7. Ids are deduplicated and sorted; only the [`MAX_IDS`] smallest are kept.
 
@@ -26,7 +29,7 @@ use unicode_normalization::UnicodeNormalization;
 pub use casefold_table::UNICODE_VERSION;
 
 /// Version of the contract above; models record it and the runtime refuses a mismatch.
-pub const FEATURIZER_VERSION: &str = "kefu-textfeat-1/c1-4/w1-2/v/u14.0.0/max512";
+pub const FEATURIZER_VERSION: &str = "kefu-textfeat-2/c1-4/w1-2/v/n3/u14.0.0/max512";
 /// Default hash width: 2^18 buckets.
 pub const DEFAULT_BITS: u32 = 18;
 /// Widest accepted hash (ids stay well inside int32 and a model's weight table stays sane).
@@ -37,6 +40,13 @@ pub const MAX_INPUT_CHARS: usize = 1024;
 pub const MAX_IDS: usize = 512;
 /// Longest character n-gram.
 pub const CHAR_NGRAM_MAX: usize = 4;
+/// A lexicon token is negated when a negator is among this many tokens before it.
+pub const NEGATION_SCOPE: usize = 3;
+/// Negating tokens besides those ending in `n't` (sorted, for the binary search).
+pub const NEGATORS: [&str; 12] = [
+    "cannot", "hardly", "neither", "never", "no", "nobody", "none", "nor", "not", "nothing",
+    "nowhere", "without",
+];
 
 const TEXT_START: char = '\u{2}';
 const TEXT_END: char = '\u{3}';
@@ -64,8 +74,9 @@ impl std::error::Error for FeaturizerError {}
 pub struct Featurizer {
     bits: u32,
     mask: u32,
-    /// Token -> id of its lexicon bucket gram, hashed once here instead of per occurrence.
-    lexicon_ids: HashMap<String, u32>,
+    /// Token -> ids of its lexicon bucket gram in namespaces `v` and `n` (negated), hashed once here
+    /// instead of per occurrence.
+    lexicon_ids: HashMap<String, (u32, u32)>,
 }
 
 /// Reusable buffers, so a batch allocates once instead of once per text.
@@ -93,9 +104,13 @@ impl Featurizer {
         let lexicon_ids = lexicon
             .into_iter()
             .map(|(token, bucket)| {
+                let bucket = bucket.to_string();
                 (
                     token.into(),
-                    hash_gram(b"v", bucket.to_string().as_bytes()) & mask,
+                    (
+                        hash_gram(b"v", bucket.as_bytes()) & mask,
+                        hash_gram(b"n", bucket.as_bytes()) & mask,
+                    ),
                 )
             })
             .collect();
@@ -150,7 +165,10 @@ impl Featurizer {
 
         let body = &normalized[TEXT_START.len_utf8()..body_end];
         let word_ns = NamespaceHasher::new(b"w");
+        let negated_ns = NamespaceHasher::new(b"n");
         let mut previous: Option<&str> = None;
+        // Tokens since the last negator; NEGATION_SCOPE + 1 means "none in scope".
+        let mut since_negator = NEGATION_SCOPE + 1;
         for token in body
             .split(|c: char| !is_word_char(c))
             .filter(|t| !t.is_empty())
@@ -159,9 +177,18 @@ impl Featurizer {
             if let Some(previous) = previous {
                 ids.push(word_ns.hash(&[previous.as_bytes(), b" ", token.as_bytes()]) & self.mask);
             }
-            if let Some(&lexicon_id) = self.lexicon_ids.get(token) {
+            if let Some(&(lexicon_id, negated_id)) = self.lexicon_ids.get(token) {
                 ids.push(lexicon_id);
+                if since_negator <= NEGATION_SCOPE {
+                    ids.push(negated_id);
+                    ids.push(negated_ns.hash(&[token.as_bytes()]) & self.mask);
+                }
             }
+            since_negator = if is_negator(token) {
+                1
+            } else {
+                (since_negator + 1).min(NEGATION_SCOPE + 1)
+            };
             previous = Some(token);
         }
 
@@ -265,6 +292,11 @@ pub fn is_python_whitespace(c: char) -> bool {
     )
 }
 
+/// Whether `token` negates the lexicon tokens after it (step 5 of the contract).
+pub fn is_negator(token: &str) -> bool {
+    token.ends_with("n't") || NEGATORS.binary_search(&token).is_ok()
+}
+
 fn is_word_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || c == '\''
 }
@@ -363,6 +395,27 @@ mod tests {
         assert!(with.featurize("so TERRIBLE").contains(&bucket));
         assert_eq!(with.featurize("so fine"), plain().featurize("so fine"));
         assert_eq!(with.lexicon_len(), 1);
+    }
+
+    #[test]
+    fn negated_lexicon_tokens_add_negation_ids() {
+        let with = Featurizer::new(DEFAULT_BITS, [("good".to_string(), 2)]).unwrap();
+        let mask = (1 << DEFAULT_BITS) - 1;
+        let negated = [hash_gram(b"n", b"2") & mask, hash_gram(b"n", b"good") & mask];
+        let has_negation = |text: &str| {
+            let ids = with.featurize(text);
+            let found = negated.iter().filter(|id| ids.contains(id)).count();
+            assert!(found == 0 || found == 2, "{text}: {found}");
+            found == 2
+        };
+        assert!(has_negation("not good"));
+        assert!(has_negation("it isn't very good"));
+        assert!(has_negation("never a b good"));
+        assert!(!has_negation("never a b c good"));
+        assert!(!has_negation("good, not bad"));
+        assert!(!has_negation("good"));
+        assert!(is_negator("don't") && is_negator("no") && !is_negator("note"));
+        assert!(NEGATORS.windows(2).all(|pair| pair[0] < pair[1]));
     }
 
     #[test]

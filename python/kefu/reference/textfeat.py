@@ -9,7 +9,9 @@ bundled ONNX sentiment model. The steps (any change is a new ``FEATURIZER_VERSIO
    (``str.split()``'s set) become one space, trimmed.
 3. Character 1..``CHAR_NGRAM_MAX``-grams of ``"\\x02" + text + "\\x03"`` in namespace ``c``.
 4. Word 1- and 2-grams of ``[a-z0-9']+`` tokens in namespace ``w`` (a bigram is ``"a b"``).
-5. With a lexicon (``token -> int bucket``): the gram ``str(bucket)`` in namespace ``v`` per token found.
+5. With a lexicon (``token -> int bucket``): the gram ``str(bucket)`` in namespace ``v`` per token found;
+   when one of the ``NEGATION_SCOPE`` tokens before it is a negator (``is_negator``), also the grams
+   ``str(bucket)`` and the token itself in namespace ``n``.
 6. ``zlib.crc32((ns + "\\x1f" + gram).encode()) & (2**bits - 1)``; dedupe, sort, keep the
    ``MAX_IDS`` smallest.
 
@@ -26,12 +28,16 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-FEATURIZER_VERSION = "kefu-textfeat-1/c1-4/w1-2/v/u14.0.0/max512"
+FEATURIZER_VERSION = "kefu-textfeat-2/c1-4/w1-2/v/n3/u14.0.0/max512"
 DEFAULT_BITS = 18
 MAX_BITS = 30
 MAX_INPUT_CHARS = 1024
 MAX_IDS = 512
 CHAR_NGRAM_MAX = 4
+NEGATION_SCOPE = 3
+NEGATORS = frozenset(
+    ("cannot", "hardly", "neither", "never", "no", "nobody", "none", "nor", "not", "nothing", "nowhere", "without")
+)
 
 _ASCII_DIGIT_RUN = re.compile(r"[0-9]+", re.ASCII)
 _WORD = re.compile(r"[a-z0-9']+")
@@ -43,6 +49,11 @@ def normalize(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).casefold()
     text = _ASCII_DIGIT_RUN.sub("0", text)
     return " ".join(text.split())
+
+
+def is_negator(token: str) -> bool:
+    """Whether ``token`` negates the lexicon tokens after it (step 5)."""
+    return token.endswith("n't") or token in NEGATORS
 
 
 def _hash(namespace: str, gram: str, mask: int) -> int:
@@ -58,7 +69,8 @@ class Featurizer:
         self._mask = (1 << bits) - 1
         self.bits = bits
         self._lexicon_ids = {
-            token: _hash("v", str(int(bucket)), self._mask) for token, bucket in (lexicon or {}).items()
+            token: (_hash("v", str(int(bucket)), self._mask), _hash("n", str(int(bucket)), self._mask))
+            for token, bucket in (lexicon or {}).items()
         }
         self.lexicon_size = len(self._lexicon_ids)
 
@@ -76,9 +88,12 @@ class Featurizer:
             ids.add(_hash("w", token, mask))
             if index:
                 ids.add(_hash("w", f"{tokens[index - 1]} {token}", mask))
-            lexicon_id = self._lexicon_ids.get(token)
-            if lexicon_id is not None:
-                ids.add(lexicon_id)
+            lexicon_ids = self._lexicon_ids.get(token)
+            if lexicon_ids is not None:
+                ids.add(lexicon_ids[0])
+                if any(is_negator(before) for before in tokens[max(0, index - NEGATION_SCOPE) : index]):
+                    ids.add(lexicon_ids[1])
+                    ids.add(_hash("n", token, mask))
         return sorted(ids)[:MAX_IDS]
 
     def featurize(self, text: str) -> np.ndarray:
