@@ -1,7 +1,8 @@
 """Fixtures shared by every test folder: real databases.
 
 PostgreSQL: one randomly named database per session on the server at KEFU_TEST_PG_DSN (dropped
-afterwards). Tests that need it are skipped only when the server is unreachable; .ci/run starts it.
+afterwards), and a fresh schema in it per test that asks (`pg_schema_dsn`). Tests that need it fail
+when the server is unreachable; .ci/run starts it.
 """
 
 from __future__ import annotations
@@ -61,3 +62,20 @@ def pg_database_dsn() -> Iterator[str]:
         yield _with_database(admin_dsn, database)
     finally:
         _run_apart(drop)
+
+
+@pytest.fixture
+def pg_schema_dsn(pg_database_dsn: str) -> str:
+    """A new, empty schema in the session's test database, selected by the returned DSN's search_path
+    (as an operator would): one test's own tables, whatever other tests stored."""
+    schema = "t_" + secrets.token_hex(6)
+
+    async def create() -> None:
+        conn = await asyncpg.connect(pg_database_dsn, timeout=5)
+        try:
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
+        finally:
+            await conn.close()
+
+    _run_apart(create)
+    return f"{pg_database_dsn}?search_path={schema}"

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import secrets
-
-import asyncpg
 import pytest
 from kefu_client import Api
 from test_cross_worker import pinned_pair
@@ -14,16 +11,9 @@ from workers_client import start_workers_server
 pytestmark = pytest.mark.postgres
 
 
-async def test_cross_worker_chat_on_postgres(tmp_path_factory, pg_database_dsn: str) -> None:
+async def test_cross_worker_chat_on_postgres(tmp_path_factory, pg_schema_dsn: str) -> None:
     # Its own schema: the session's database already holds another server's admin account.
-    schema = "w_" + secrets.token_hex(6)
-    conn = await asyncpg.connect(pg_database_dsn)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-    finally:
-        await conn.close()
-    server = start_workers_server(tmp_path_factory.mktemp("kefu-workers-pg"),
-                                  DB_URL=f"{pg_database_dsn}?search_path={schema}")
+    server = start_workers_server(tmp_path_factory.mktemp("kefu-workers-pg"), DB_URL=pg_schema_dsn)
     try:
         api = Api(server)
         first, second = server.worker_urls()

@@ -9,7 +9,6 @@ failed commit acks nothing and leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import signal
 import sqlite3
 import sys
@@ -19,7 +18,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 from kefu.storage import (
     AppendResult,
@@ -39,19 +37,8 @@ from kefu.storage.sqlite import SqliteStorage
 
 # --- fixtures: real databases ----------------------------------------------------------------------
 # SQLite: a file under tmp_path. PostgreSQL: one randomly named database per session on the server at
-# KEFU_TEST_PG_DSN (dropped afterwards) and a fresh schema in it per test, chosen through the DSN's
-# search_path as an operator would. PostgreSQL tests are skipped only when the server is unreachable.
-
-async def fresh_schema_dsn(database_dsn: str) -> str:
-    """A new empty schema in the test database, selected by the returned DSN's search_path."""
-    schema = "t_" + secrets.token_hex(6)
-    conn = await asyncpg.connect(database_dsn)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-    finally:
-        await conn.close()
-    return f"{database_dsn}?search_path={schema}"
-
+# KEFU_TEST_PG_DSN (dropped afterwards) and a fresh schema in it per test (`pg_schema_dsn`, chosen
+# through the DSN's search_path as an operator would). PostgreSQL tests fail when the server is unreachable.
 
 @dataclass
 class Backend:
@@ -66,7 +53,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         path = tmp_path / "kefu.db"
         return Backend("sqlite", lambda **options: SqliteStorage(path, **options))
-    dsn = await fresh_schema_dsn(request.getfixturevalue("pg_database_dsn"))
+    dsn = request.getfixturevalue("pg_schema_dsn")
     return Backend("postgres", lambda **options: PostgresStorage(dsn, **options))
 
 
@@ -223,10 +210,10 @@ async def test_unstorable_text_is_refused_as_bad_input_without_failing_others(st
 
 
 async def test_postgres_message_the_database_refuses_fails_alone(
-    pg_database_dsn: str, monkeypatch: pytest.MonkeyPatch
+    pg_schema_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If PostgreSQL refuses one message of a batch, the others are still stored (one per transaction)."""
-    store = PostgresStorage(await fresh_schema_dsn(pg_database_dsn))
+    store = PostgresStorage(pg_schema_dsn)
     await store.open()
     try:
         (conv,) = await make_conversations(store, 1)
@@ -305,9 +292,9 @@ async def test_append_records_stores_a_data_plane_batch_with_the_message_rules(s
 
 
 async def test_postgres_append_records_is_one_round_trip_and_a_refused_record_fails_alone(
-    pg_database_dsn: str, monkeypatch: pytest.MonkeyPatch
+    pg_schema_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = PostgresStorage(await fresh_schema_dsn(pg_database_dsn))
+    store = PostgresStorage(pg_schema_dsn)
     await store.open()
     try:
         (conv,) = await make_conversations(store, 1)
@@ -599,12 +586,11 @@ async def test_sqlite_open_failure_is_a_storage_error(tmp_path: Path) -> None:
     await store.close()  # nothing to release; must not hang or raise
 
 
-async def test_postgres_refuses_synchronous_commit_off(pg_database_dsn: str) -> None:
-    dsn = await fresh_schema_dsn(pg_database_dsn)
-    store = PostgresStorage(dsn + "&synchronous_commit=off")
+async def test_postgres_refuses_synchronous_commit_off(pg_schema_dsn: str) -> None:
+    store = PostgresStorage(pg_schema_dsn + "&synchronous_commit=off")
     with pytest.raises(StorageError, match="synchronous_commit"):
         await store.open()
-    accepted = PostgresStorage(dsn + "&synchronous_commit=remote_apply")
+    accepted = PostgresStorage(pg_schema_dsn + "&synchronous_commit=remote_apply")
     await accepted.open()
     await accepted.close()
 
