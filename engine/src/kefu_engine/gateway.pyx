@@ -44,7 +44,7 @@ from cpython.bytearray cimport (
 )
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
@@ -152,27 +152,11 @@ cdef int _write_taken(DataPlaneVtable* dp, size_t count) except -1:
     cdef const uint32_t* slots
     cdef char* json_ptr
     cdef char* binary_ptr
-    cdef uint32_t slot
-    cdef Py_ssize_t slot_limit
-    cdef object entry
-    cdef Connection conn
     try:
         for i in range(count):
             dp.get(dp.ctx, i, &slots, &slot_count, &json_ptr, &json_len, &binary_ptr, &binary_len)
             for k in range(slot_count):
-                slot = slots[k]
-                slot_limit = len(_slots)
-                if slot >= <size_t>slot_limit:
-                    continue
-                entry = _slots[slot]
-                if entry is None:
-                    continue
-                conn = <Connection>entry
-                if conn.binary:
-                    if binary_len:
-                        conn._queue_ptr(binary_ptr, binary_len)
-                elif json_len:
-                    conn._queue_ptr(json_ptr, json_len)
+                _queue_for_slot(slots[k], -1, json_ptr, json_len, binary_ptr, binary_len)
     finally:
         dp.clear(dp.ctx)
         _flush_queued()
@@ -226,25 +210,31 @@ cdef int _write_delivery_record(const char* data, Py_ssize_t size) except -1:
     cdef Py_ssize_t json_at = 16 + targets * 8
     if json_at + json_len + binary_len != size:
         return 0  # not one of ours; never read past the record
-    cdef Py_ssize_t k, slot_limit = len(_slots)
-    cdef uint32_t slot
-    cdef object entry
-    cdef Connection conn
+    cdef Py_ssize_t k
     for k in range(targets):
-        slot = _u32_at(data + 16 + k * 8)
-        if slot >= <size_t>slot_limit:
-            continue
-        entry = _slots[slot]
-        if entry is None:
-            continue
-        conn = <Connection>entry
-        if conn.serial != _u32_at(data + 20 + k * 8):
-            continue  # the slot's connection left; this one came later
-        if conn.binary:
-            if binary_len:
-                conn._queue_ptr(<char*>data + json_at + json_len, binary_len)
-        elif json_len:
-            conn._queue_ptr(<char*>data + json_at, json_len)
+        _queue_for_slot(_u32_at(data + 16 + k * 8), _u32_at(data + 20 + k * 8),
+                        data + json_at, json_len, data + json_at + json_len, binary_len)
+    return 0
+
+
+cdef int _queue_for_slot(uint32_t slot, int64_t serial, const char* json_ptr, Py_ssize_t json_len,
+                         const char* binary_ptr, Py_ssize_t binary_len) except -1:
+    """Queue the encoding the connection in `slot` speaks (a length of 0: that format is absent).
+    With `serial` >= 0, only if the slot still holds that connection (it may have left and the slot
+    been reused)."""
+    if slot >= <size_t>len(_slots):
+        return 0
+    entry = _slots[slot]
+    if entry is None:
+        return 0
+    cdef Connection conn = <Connection>entry
+    if serial >= 0 and conn.serial != serial:
+        return 0
+    if conn.binary:
+        if binary_len:
+            conn._queue_ptr(binary_ptr, binary_len)
+    elif json_len:
+        conn._queue_ptr(json_ptr, json_len)
     return 0
 
 
@@ -267,11 +257,6 @@ cdef int _flush_queued() except -1:
         conn._flush_queue()
     return 0
 
-
-cdef bytearray _copy_with_headroom(const char* payload, Py_ssize_t size):
-    cdef bytearray framed = PyByteArray_FromStringAndSize(NULL, size + _HEADROOM)
-    memcpy(PyByteArray_AS_STRING(framed) + _HEADROOM, payload, size)
-    return framed
 
 
 def configure(decode_binary, encode_binary, json_loads, json_dumps, frame_error):
@@ -508,8 +493,9 @@ cdef class Connection(WSListener):
             return False
         return self._send_ptr(PyByteArray_AS_STRING(framed) + _HEADROOM, PyByteArray_GET_SIZE(framed) - _HEADROOM)
 
-    cdef bint _send_ptr(self, char* payload, Py_ssize_t size):
-        """Queue `size` bytes at `payload`, which has `HEADROOM` writable bytes in front of it."""
+    cdef bint _admit(self, Py_ssize_t size):
+        """May a frame of `size` bytes be written now? Closes the connection instead of buffering
+        past the bound (slow consumer) or sending an oversized frame."""
         if self.closed or self.transport is None:
             return False
         if size > self.limits.max_outgoing_size:
@@ -525,6 +511,12 @@ cdef class Connection(WSListener):
                 self.hub.on_slow_consumer(self)
                 self.close(CLOSE_SLOW_CONSUMER, b"slow consumer", graceful=False)
                 return False
+        return True
+
+    cdef bint _send_ptr(self, char* payload, Py_ssize_t size):
+        """Queue `size` bytes at `payload`, which has `HEADROOM` writable bytes in front of it."""
+        if not self._admit(size):
+            return False
         self.transport.send_reuse_external_buffer(
             WSMsgType.BINARY if self.binary else WSMsgType.TEXT, payload, size)
         self.frames_out += 1
@@ -535,19 +527,8 @@ cdef class Connection(WSListener):
         connection gets ONE write for all its frames (an ack and the message echo, the partner's
         message, ...) instead of one syscall per frame. Order per connection is the order queued; the
         caller flushes with `_flush_queued` before anything else can write to the socket."""
-        if self.closed or self.transport is None:
+        if not self._admit(size):
             return False
-        if size > self.limits.max_outgoing_size:
-            self.frames_refused += 1
-            self.hub.on_frame_refused(self, size)
-            self.close(WSCloseCode.MESSAGE_TOO_BIG, b"a frame for you exceeded the server's limit")
-            return False
-        if self._paused:
-            self._pending_bytes += size
-            if self._pending_bytes > self.limits.max_pending_bytes:
-                self.hub.on_slow_consumer(self)
-                self.close(CLOSE_SLOW_CONSUMER, b"slow consumer", graceful=False)
-                return False
         if self._out is None:
             self._out = bytearray()
             _queued.append(self)
@@ -638,7 +619,10 @@ cdef bytearray _with_headroom(bytes payload):
     """`payload` copied after `HEADROOM` spare bytes, where picows writes the frame header."""
     if payload is None:
         return None
-    return _copy_with_headroom(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
+    cdef bytearray framed = PyByteArray_FromStringAndSize(NULL, size + _HEADROOM)
+    memcpy(PyByteArray_AS_STRING(framed) + _HEADROOM, PyBytes_AS_STRING(payload), size)
+    return framed
 
 
 def send_to_all(connections, bytes json_payload, bytes binary_payload):
