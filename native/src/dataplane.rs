@@ -158,7 +158,8 @@ pub(crate) struct Inner {
 pub struct DataPlaneVtable {
     pub(crate) ctx: *mut c_void,
     /// Run one complete frame of connection `slot`: 1 taken (maybe with deliveries), 0 declined.
-    pub(crate) handle: unsafe extern "C" fn(*mut c_void, u32, *const c_char, usize, c_int, f64, f64) -> c_int,
+    pub(crate) handle:
+        unsafe extern "C" fn(*mut c_void, u32, *const c_char, usize, c_int, f64, f64) -> c_int,
     /// Move the pending deliveries into the reading buffer; returns how many there are.
     pub(crate) take: unsafe extern "C" fn(*mut c_void) -> usize,
     /// Delivery `i` of the reading buffer: its slots and its two encodings (length 0: absent).
@@ -183,10 +184,18 @@ pub struct DataPlaneVtable {
 // SAFETY: the vtable is only ever used on the thread that owns the (unsendable) DataPlane.
 unsafe impl Send for DataPlaneVtable {}
 
+/// The state behind a vtable's `ctx` (this data plane's `Inner`, or a `RingForwarder`'s).
+///
 /// # Safety
-/// `ctx` is the `RefCell<Inner>` of a live `DataPlane` (the gateway keeps a reference to it).
+/// `ctx` is the boxed `RefCell<T>` of a live owner (the gateway keeps a reference to it).
+pub(crate) unsafe fn ctx_cell<'a, T>(ctx: *mut c_void) -> &'a RefCell<T> {
+    &*(ctx as *const RefCell<T>)
+}
+
+/// # Safety
+/// As [`ctx_cell`], for a `DataPlane`.
 unsafe fn inner<'a>(ctx: *mut c_void) -> &'a RefCell<Inner> {
-    &*(ctx as *const RefCell<Inner>)
+    ctx_cell(ctx)
 }
 
 unsafe extern "C" fn vt_handle(

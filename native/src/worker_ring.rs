@@ -24,7 +24,9 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCapsule, PyList};
 
-use crate::dataplane::{DataPlane, DataPlaneVtable, CAPSULE_NAME, HANDLED_DECLINED, HANDLED_TAKEN};
+use crate::dataplane::{
+    ctx_cell, DataPlane, DataPlaneVtable, CAPSULE_NAME, HANDLED_DECLINED, HANDLED_TAKEN,
+};
 use crate::shmring::ShmRing;
 
 // --- worker side ---------------------------------------------------------------------------------
@@ -48,10 +50,6 @@ pub struct RingForwarder {
     inner: Box<RefCell<ForwarderInner>>,
 }
 
-unsafe fn forwarder<'a>(ctx: *mut c_void) -> &'a RefCell<ForwarderInner> {
-    &*(ctx as *const RefCell<ForwarderInner>)
-}
-
 unsafe extern "C" fn fw_handle(
     ctx: *mut c_void,
     slot: u32,
@@ -61,7 +59,7 @@ unsafe extern "C" fn fw_handle(
     now_wall: f64,
     now_mono: f64,
 ) -> c_int {
-    let Ok(mut inner) = forwarder(ctx).try_borrow_mut() else {
+    let Ok(mut inner) = ctx_cell::<ForwarderInner>(ctx).try_borrow_mut() else {
         return HANDLED_DECLINED;
     };
     let Some(&serial) = inner.serials.get(slot as usize) else {
@@ -258,7 +256,11 @@ impl WorkerRouter {
         if self.links.len() <= index {
             self.links.resize_with(index + 1, || None);
         }
-        self.links[index] = Some(Link { generation, ring, backlog: VecDeque::new() });
+        self.links[index] = Some(Link {
+            generation,
+            ring,
+            backlog: VecDeque::new(),
+        });
     }
 
     /// The worker is gone: its ring, backlog and connections are forgotten.
@@ -280,13 +282,21 @@ impl WorkerRouter {
         if self.targets.len() <= index {
             self.targets.resize(index + 1, None);
         }
-        self.targets[index] = Some(Target { worker, slot: worker_slot, serial });
+        self.targets[index] = Some(Target {
+            worker,
+            slot: worker_slot,
+            serial,
+        });
         self.slots.insert((worker, worker_slot), (slot, serial));
     }
 
     fn unmap(&mut self, slot: u32) {
         if let Some(Some(target)) = self.targets.get(slot as usize).copied() {
-            if self.slots.get(&(target.worker, target.slot)).is_some_and(|&(s, _)| s == slot) {
+            if self
+                .slots
+                .get(&(target.worker, target.slot))
+                .is_some_and(|&(s, _)| s == slot)
+            {
                 self.slots.remove(&(target.worker, target.slot));
             }
             self.targets[slot as usize] = None;
@@ -296,7 +306,12 @@ impl WorkerRouter {
     /// Runs `records[start..]` through `plane` while they are frames it takes; returns the index of
     /// the first record Python must handle (a pickled record, or a frame the plane declined), or
     /// `len(records)`. Frames of connections that are gone (or of a dead worker) are dropped.
-    fn feed(&mut self, plane: &DataPlane, records: &Bound<'_, PyList>, start: usize) -> PyResult<usize> {
+    fn feed(
+        &mut self,
+        plane: &DataPlane,
+        records: &Bound<'_, PyList>,
+        start: usize,
+    ) -> PyResult<usize> {
         let mut inner = plane.inner.try_borrow_mut().map_err(busy)?;
         let count = records.len();
         for index in start..count {
@@ -310,7 +325,13 @@ impl WorkerRouter {
                 continue;
             };
             let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                inner.plane.handle(slot, frame.payload, frame.binary, frame.now_wall, frame.now_mono)
+                inner.plane.handle(
+                    slot,
+                    frame.payload,
+                    frame.binary,
+                    frame.now_wall,
+                    frame.now_mono,
+                )
             }));
             if matches!(handled, Ok(Handled::Declined) | Err(_)) {
                 return Ok(index);
@@ -360,7 +381,9 @@ impl WorkerRouter {
         let pid = self.pid;
         if let Some(link) = self.link(worker) {
             if record.len() > link.ring.get().max_record_len() {
-                return Err(PyValueError::new_err("record larger than the ring's maximum"));
+                return Err(PyValueError::new_err(
+                    "record larger than the ring's maximum",
+                ));
             }
             link.send(record.to_vec(), pid);
         }
@@ -377,7 +400,10 @@ impl WorkerRouter {
     }
 
     fn backed_up(&self) -> bool {
-        self.links.iter().flatten().any(|link| !link.backlog.is_empty())
+        self.links
+            .iter()
+            .flatten()
+            .any(|link| !link.backlog.is_empty())
     }
 
     /// Frames dropped because their connection or worker was gone.

@@ -523,7 +523,11 @@ impl<S: DurableSink> DataPlane<S> {
             let mut targets = row.subscribers.clone();
             if !row.caught_up.is_empty() {
                 let seq = row.fanned_seq;
-                targets.retain(|slot| !row.caught_up.iter().any(|&(s, upto)| s == *slot && seq <= upto));
+                targets.retain(|slot| {
+                    !row.caught_up
+                        .iter()
+                        .any(|&(s, upto)| s == *slot && seq <= upto)
+                });
                 row.caught_up.retain(|&(_, upto)| upto > seq);
             }
             let row = &self.convs[&conv];
@@ -626,7 +630,6 @@ impl<S: DurableSink> DataPlane<S> {
     pub fn take_scored(&mut self) -> Vec<(u64, String)> {
         std::mem::take(&mut self.scored)
     }
-
 
     /// Submitted sends whose outcome has not arrived.
     pub fn in_flight(&self) -> usize {

@@ -58,6 +58,20 @@ fn send(cmid: &str) -> Vec<u8> {
     format!(r#"{{"t":"send","conv":{CONV},"cmid":"{cmid}","text":"hello {cmid}"}}"#).into_bytes()
 }
 
+/// A stored text message of `CONV` with cmid `c{seq}`, as another writer would hand it over.
+fn committed(seq: u64, sender: PrincipalRow) -> Committed {
+    Committed {
+        conv: CONV,
+        seq,
+        ts: 1.0,
+        sender,
+        cmid: format!("c{seq}"),
+        kind: Kind::Text,
+        text: "x".into(),
+        meta_json: None,
+    }
+}
+
 fn json_of(delivery: &Delivery) -> serde_json::Value {
     serde_json::from_slice(delivery.frame.json_payload()).unwrap()
 }
@@ -121,17 +135,7 @@ fn retried_cmid_gets_its_seq_and_is_not_delivered_again() {
 #[test]
 fn messages_are_released_in_seq_order() {
     let mut plane = plane(false);
-    let sender = principal("v_1", Role::Visitor);
-    let committed = |seq: u64| Committed {
-        conv: CONV,
-        seq,
-        ts: 1.0,
-        sender: sender.clone(),
-        cmid: format!("c{seq}"),
-        kind: Kind::Text,
-        text: "x".into(),
-        meta_json: None,
-    };
+    let committed = |seq: u64| committed(seq, principal("v_1", Role::Visitor));
     plane.deliver(committed(2));
     assert!(plane.take_deliveries().is_empty(), "seq 2 waits for seq 1");
     assert_eq!(plane.stuck(), vec![(CONV, 0, 2)]);
@@ -151,17 +155,7 @@ fn a_connection_caught_up_by_its_replay_gets_only_later_messages() {
     // A resuming connection's replay read seqs 1..=2 from storage before their outcomes reached the
     // data plane; once granted, it must not get them again (everyone else still does).
     let mut plane = plane(false);
-    let sender = principal("a_1", Role::Agent);
-    let committed = |seq: u64| Committed {
-        conv: CONV,
-        seq,
-        ts: 1.0,
-        sender: sender.clone(),
-        cmid: format!("c{seq}"),
-        kind: Kind::Text,
-        text: "x".into(),
-        meta_json: None,
-    };
+    let committed = |seq: u64| committed(seq, principal("a_1", Role::Agent));
     plane.apply(TableUpdate::CaughtUp {
         slot: VISITOR,
         conv: CONV,
@@ -175,7 +169,14 @@ fn a_connection_caught_up_by_its_replay_gets_only_later_messages() {
         .iter()
         .map(|d| (json_of(d)["seq"].as_u64().unwrap(), d.slots.clone()))
         .collect();
-    assert_eq!(got, [(1, vec![AGENT]), (2, vec![AGENT]), (3, vec![VISITOR, AGENT])]);
+    assert_eq!(
+        got,
+        [
+            (1, vec![AGENT]),
+            (2, vec![AGENT]),
+            (3, vec![VISITOR, AGENT])
+        ]
+    );
     // Caught up to a seq already fanned out: nothing to skip, nothing remembered.
     plane.apply(TableUpdate::CaughtUp {
         slot: VISITOR,

@@ -90,7 +90,11 @@ pub fn encode_delivery(out: &mut Vec<u8>, targets: &[(u32, u32)], json: &[u8], b
     out.reserve(DELIVERY_HEADER + targets.len() * 8 + json.len() + binary.len());
     out.extend_from_slice(&[DELIVERY_TAG, 0, 0, 0]);
     for n in [targets.len(), json.len(), binary.len()] {
-        out.extend_from_slice(&u32::try_from(n).expect("bounded by the ring's record size").to_le_bytes());
+        out.extend_from_slice(
+            &u32::try_from(n)
+                .expect("bounded by the ring's record size")
+                .to_le_bytes(),
+        );
     }
     for (slot, serial) in targets {
         out.extend_from_slice(&slot.to_le_bytes());
@@ -108,15 +112,23 @@ pub fn decode_delivery(data: &[u8]) -> Option<Delivery<'_>> {
     if data.len() < DELIVERY_HEADER || data[0] != DELIVERY_TAG {
         return None;
     }
-    let (targets, json_len, binary_len) =
-        (u32_at(data, 4) as usize, u32_at(data, 8) as usize, u32_at(data, 12) as usize);
+    let (targets, json_len, binary_len) = (
+        u32_at(data, 4) as usize,
+        u32_at(data, 8) as usize,
+        u32_at(data, 12) as usize,
+    );
     let targets_end = DELIVERY_HEADER.checked_add(targets.checked_mul(8)?)?;
     let json_end = targets_end.checked_add(json_len)?;
     if json_end.checked_add(binary_len)? != data.len() {
         return None;
     }
     let pairs = (0..targets)
-        .map(|i| (u32_at(data, DELIVERY_HEADER + i * 8), u32_at(data, DELIVERY_HEADER + i * 8 + 4)))
+        .map(|i| {
+            (
+                u32_at(data, DELIVERY_HEADER + i * 8),
+                u32_at(data, DELIVERY_HEADER + i * 8 + 4),
+            )
+        })
         .collect();
     Some((pairs, &data[targets_end..json_end], &data[json_end..]))
 }
