@@ -75,11 +75,11 @@ unsafe extern "C" fn fw_handle(
         now_mono,
         payload: std::slice::from_raw_parts(data.cast::<u8>(), len),
     };
-    let mut scratch = std::mem::take(&mut inner.scratch);
-    record.encode_into(&mut scratch);
-    let pushed = inner.ring.get().push_bytes(&scratch, inner.pid);
-    inner.scratch = scratch;
-    if pushed {
+    let ForwarderInner {
+        ring, pid, scratch, ..
+    } = &mut *inner;
+    record.encode_into(scratch);
+    if ring.get().push_bytes(scratch, *pid) {
         inner.forwarded += 1;
         HANDLED_TAKEN
     } else {
@@ -180,11 +180,12 @@ struct Link {
 }
 
 impl Link {
-    fn send(&mut self, record: Vec<u8>, pid: u32) {
-        if self.backlog.is_empty() && self.ring.get().push_bytes(&record, pid) {
+    /// Pushes `record`, or keeps a copy behind the ones already waiting (copied only then).
+    fn send(&mut self, record: &[u8], pid: u32) {
+        if self.backlog.is_empty() && self.ring.get().push_bytes(record, pid) {
             return;
         }
-        self.backlog.push_back(record);
+        self.backlog.push_back(record.to_vec());
     }
 
     fn flush(&mut self, pid: u32) {
@@ -353,22 +354,23 @@ impl WorkerRouter {
                 targets.clear();
             }
             for &slot in &delivery.slots {
-                if let Some(Some(target)) = self.targets.get(slot as usize) {
-                    per_worker[target.worker as usize].push((target.slot, target.serial));
+                let Some(Some(target)) = self.targets.get(slot as usize) else {
+                    continue;
+                };
+                // A slot mapped to a worker never attached has nowhere to go (never a panic).
+                if let Some(targets) = per_worker.get_mut(target.worker as usize) {
+                    targets.push((target.slot, target.serial));
                 }
             }
             let json = delivery.frame.json_payload();
             let binary = delivery.frame.binary_payload().unwrap_or(&[]);
             for (worker, targets) in per_worker.iter().enumerate() {
-                if targets.is_empty() {
+                let Some(link) = self.links[worker].as_mut() else {
                     continue;
-                }
-                let mut record = std::mem::take(&mut self.scratch);
-                encode_delivery(&mut record, targets, json, binary);
-                let pid = self.pid;
-                match self.links[worker].as_mut() {
-                    Some(link) => link.send(record, pid),
-                    None => self.scratch = record,
+                };
+                if !targets.is_empty() {
+                    encode_delivery(&mut self.scratch, targets, json, binary);
+                    link.send(&self.scratch, self.pid);
                 }
             }
         }
@@ -385,7 +387,7 @@ impl WorkerRouter {
                     "record larger than the ring's maximum",
                 ));
             }
-            link.send(record.to_vec(), pid);
+            link.send(record, pid);
         }
         Ok(self.backed_up())
     }
