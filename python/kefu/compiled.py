@@ -81,6 +81,8 @@ send_to_all = _gateway.send_to_all
 detach_dataplane = _gateway.detach_dataplane
 write_deliveries = _gateway.write_deliveries
 write_ring_records = _gateway.write_ring_records
+# The Python path's frame decoder (the gateway's, also used by the control process of --workers).
+decode_client_frame = _gateway.decode_client_frame
 
 
 def attach_dataplane(plane: DataPlane, flush: Callable[[], None], call_soon: Callable[..., Any]) -> None:

@@ -259,6 +259,25 @@ cdef int _flush_queued() except -1:
 
 
 
+cpdef dict decode_client_frame(bytes payload, bint binary):
+    """A client frame's payload as the hub takes it (a dict with a string `t`), or FrameError(code,
+    message) for the error frame. The one decoder of the Python path: this gateway's, and the control
+    process's for the frames workers forward (kefu.workers.control)."""
+    if binary:
+        frame = _decode_binary(payload)  # raises FrameError itself
+    else:
+        try:
+            # Decoded here, strictly: json.loads(bytes) would also accept UTF-16 and UTF-32.
+            frame = _json_loads(payload.decode("utf-8"))
+        except (ValueError, RecursionError):
+            raise _FrameError("bad_frame", "not valid UTF-8 JSON") from None
+        if type(frame) is not dict:
+            raise _FrameError("bad_frame", "a frame is a JSON object")
+    if type(frame.get("t")) is not str:
+        raise _FrameError("bad_frame", "missing frame type 't'")
+    return frame
+
+
 def configure(decode_binary, encode_binary, json_loads, json_dumps, frame_error):
     """Inject the codec: ``decode_binary(bytes) -> dict`` raising ``frame_error(code, msg)`` on bad
     input, ``encode_binary(dict) -> bytes``, ``json_loads(str) -> object`` (given strictly decoded UTF-8) and
@@ -457,30 +476,14 @@ cdef class Connection(WSListener):
                           self.binary, _clock(CLOCK_REALTIME), self.last_rx):
                 _after_dataplane()
                 return
-        if self.binary:
-            if msg_type != WSMsgType.BINARY:
-                self.send_error("bad_frame", "kefu.bin.v1 carries binary frames only", None)
-                return
-            try:
-                frame = _decode_binary(payload)
-            except _FrameError as exc:
-                self.send_error(exc.args[0], exc.args[1], None)
-                return
-        else:
-            if msg_type != WSMsgType.TEXT:
-                self.send_error("bad_frame", "kefu.json.v1 carries text frames only", None)
-                return
-            try:
-                # Decoded here, strictly: json.loads(bytes) would also accept UTF-16 and UTF-32.
-                frame = _json_loads(payload.decode("utf-8"))
-            except (ValueError, RecursionError):
-                self.send_error("bad_frame", "not valid UTF-8 JSON", None)
-                return
-            if type(frame) is not dict:
-                self.send_error("bad_frame", "a frame is a JSON object", None)
-                return
-        if type(frame.get("t")) is not str:
-            self.send_error("bad_frame", "missing frame type 't'", None)
+        if msg_type != (WSMsgType.BINARY if self.binary else WSMsgType.TEXT):
+            self.send_error("bad_frame", "kefu.bin.v1 carries binary frames only" if self.binary
+                            else "kefu.json.v1 carries text frames only", None)
+            return
+        try:
+            frame = decode_client_frame(payload, self.binary)
+        except _FrameError as exc:
+            self.send_error(exc.args[0], exc.args[1], None)
             return
         self.hub.on_frame(self, frame)
 

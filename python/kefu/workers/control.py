@@ -20,7 +20,6 @@ from functools import partial
 from typing import Any
 
 from kefu import compiled
-from kefu.realtime.frames import decode_json_text
 from kefu.realtime.hub import ConnState, Hub
 from kefu.workers import wire
 
@@ -201,11 +200,12 @@ class ControlPlane:
         conn = link.by_slot.get(record.slot)
         if conn is None or conn.closed or conn.conn_id != record.serial:
             return
-        frame, error = decode_client_frame(record.payload, record.binary)
-        if frame is None:
-            conn.send_error(error[0], error[1], None)
-        else:
-            self.hub.on_frame(conn, frame)  # type: ignore[arg-type]
+        try:
+            frame = compiled.decode_client_frame(record.payload, record.binary)
+        except compiled.FrameError as exc:
+            conn.send_error(exc.args[0], exc.args[1], None)
+            return
+        self.hub.on_frame(conn, frame)  # type: ignore[arg-type]
 
     def _slot(self) -> int:
         if self._free_slots:
@@ -270,23 +270,3 @@ class ControlPlane:
             sent += len(ids)
         return sent
 
-
-def decode_client_frame(payload: bytes, binary: bool) -> tuple[dict[str, Any] | None, tuple[str, str]]:
-    """A client frame's payload as the hub takes it, or (None, (code, message)) for the error frame;
-    the same checks, in the same order, as the gateway's `_on_message` in one process."""
-    if binary:
-        try:
-            frame = compiled.decode_frame(payload)
-        except compiled.FrameError as exc:
-            return None, (exc.args[0], exc.args[1])
-    else:
-        try:
-            # Strict UTF-8 first: json.loads(bytes) would also accept UTF-16 and UTF-32.
-            frame = decode_json_text(payload.decode("utf-8"))
-        except (ValueError, RecursionError):
-            return None, ("bad_frame", "not valid UTF-8 JSON")
-        if type(frame) is not dict:
-            return None, ("bad_frame", "a frame is a JSON object")
-    if type(frame.get("t")) is not str:
-        return None, ("bad_frame", "missing frame type 't'")
-    return frame, ("", "")
