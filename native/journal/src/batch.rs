@@ -6,6 +6,7 @@
 //! takes none. Per record the hot path is one INSERT; per conversation and batch one SELECT and one
 //! UPDATE. Statements are prepared once and cached on the connection.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -152,6 +153,30 @@ fn write_back(conn: &Connection, conv: i64, cursor: &ConvCursor) -> rusqlite::Re
     Ok(())
 }
 
+/// The conversations a batch touches: each loaded once, written back once at the end.
+#[derive(Default)]
+struct Cursors(HashMap<i64, Option<ConvCursor>>);
+
+impl Cursors {
+    /// `conv`'s cursor (None: no such conversation), loaded on first use.
+    fn get(&mut self, conn: &Connection, conv: i64) -> rusqlite::Result<&mut Option<ConvCursor>> {
+        Ok(match self.0.entry(conv) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(load_conversation(conn, conv)?),
+        })
+    }
+
+    /// Stores every `last_seq` the batch raised.
+    fn write_back(&self, conn: &Connection) -> rusqlite::Result<()> {
+        for (conv, cursor) in &self.0 {
+            if let Some(cursor) = cursor {
+                write_back(conn, *conv, cursor)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The fastest way, when no record of the batch is a retry (the common case): seqs reserved per
 /// conversation in arrival order, rows sorted by (conv, seq) so that consecutive inserts land next to
 /// each other in the b-tree, and written by multi-row INSERTs (one statement step per chunk instead of
@@ -163,17 +188,11 @@ fn append_sorted(
     records: &[&AppendRecord],
     now: f64,
 ) -> rusqlite::Result<Option<Vec<RecordResult>>> {
-    let mut conversations: HashMap<i64, Option<ConvCursor>> = HashMap::new();
+    let mut conversations = Cursors::default();
     let mut results = Vec::with_capacity(records.len());
     let mut rows: Vec<(i64, i64, usize)> = Vec::with_capacity(records.len()); // (conv, seq, record)
     for (index, record) in records.iter().enumerate() {
-        let cursor = match conversations.get_mut(&record.conv) {
-            Some(cursor) => cursor,
-            None => conversations
-                .entry(record.conv)
-                .or_insert(load_conversation(conn, record.conv)?),
-        };
-        results.push(match cursor {
+        results.push(match conversations.get(conn, record.conv)? {
             None => Err(AppendError::NotFound),
             // Closed: answers depend on what is stored, which is the careful path's business.
             Some(cursor) if cursor.closed => return Ok(None),
@@ -217,11 +236,7 @@ fn append_sorted(
     if inserted != rows.len() {
         return Ok(None);
     }
-    for (conv, cursor) in &conversations {
-        if let Some(cursor) = cursor {
-            write_back(conn, *conv, cursor)?;
-        }
-    }
+    conversations.write_back(conn)?;
     Ok(Some(results))
 }
 
@@ -233,25 +248,15 @@ fn append_together(
     records: &[&AppendRecord],
     now: f64,
 ) -> rusqlite::Result<Vec<RecordResult>> {
-    let mut conversations: HashMap<i64, Option<ConvCursor>> = HashMap::new();
+    let mut conversations = Cursors::default();
     let mut results = Vec::with_capacity(records.len());
     for record in records {
-        let cursor = match conversations.get_mut(&record.conv) {
-            Some(cursor) => cursor,
-            None => conversations
-                .entry(record.conv)
-                .or_insert(load_conversation(conn, record.conv)?),
-        };
-        results.push(match cursor {
+        results.push(match conversations.get(conn, record.conv)? {
             Some(cursor) => append_to(conn, record, cursor, now)?,
             None => Err(AppendError::NotFound),
         });
     }
-    for (conv, cursor) in &conversations {
-        if let Some(cursor) = cursor {
-            write_back(conn, *conv, cursor)?;
-        }
-    }
+    conversations.write_back(conn)?;
     Ok(results)
 }
 
