@@ -115,6 +115,7 @@ def main() -> None:
     for text in MESSAGES:
         ids = native.featurize(text)[np.newaxis, :]
         single_inputs.append({"ids": ids, "mask": np.ones(ids.shape, dtype=np.float32)})
+    pipe = model.mood_pipe()  # the server's scorer with the native data plane: the graph in Rust
     median_chars = int(np.median([len(text) for text in MESSAGES]))
     median_ids = int(np.median([native.featurize(text).size for text in MESSAGES]))
 
@@ -124,6 +125,7 @@ def main() -> None:
         ("featurise, reference (Python)", reference.featurize, MESSAGES),
         ("session.run (ids given)", lambda feed: session.run(["p_neg"], feed), single_inputs),
         ("total: SentimentModel.predict", model.predict, MESSAGES),
+        ("total: MoodPipe.score (featurise + linear graph in Rust, what the server runs)", pipe.score, MESSAGES),
     ):
         print(f"  single: {label}...", flush=True)
         durations = _timed_calls(function, args, BLOCK_SECONDS)
@@ -145,6 +147,7 @@ def main() -> None:
             p50 = np.percentile(durations, 50)
             batch_rows.append((batch_size, label, _percentiles(durations), batch_size / (p50 / 1e6)))
 
+    pipe.close()
     quality = json.loads(model.metadata["metrics"])
     model_bytes = len(resources.files("kefu.sentiment").joinpath("model/sentiment.onnx").read_bytes())
     info = machine_info()

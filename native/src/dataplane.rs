@@ -24,9 +24,12 @@ use kefu_dataplane::{
     Status, TableUpdate,
 };
 use kefu_journal::{AppendError, Completions, Journal, SubmitError};
+use kefu_mood::MoodPipe;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyCapsule, PyDict};
+
+use crate::mood::PyMoodPipe;
 
 /// Name of the capsule; the gateway checks it before trusting the pointer.
 pub(crate) const CAPSULE_NAME: &CStr = c"kefu._native.DataPlane.vtable";
@@ -138,6 +141,17 @@ impl DurableSink for Sink {
     }
 }
 
+impl Inner {
+    fn hand_visitor_texts(&mut self) {
+        if let Some(pipe) = &self.mood {
+            let texts = self.plane.take_visitor_texts();
+            if !texts.is_empty() {
+                pipe.submit(texts.convs, texts.ends, texts.text);
+            }
+        }
+    }
+}
+
 impl Sink {
     fn batch(&self) -> Option<&BatchSink> {
         match self {
@@ -149,6 +163,8 @@ impl Sink {
 
 pub(crate) struct Inner {
     pub(crate) plane: Plane<Sink>,
+    /// Where visitors' texts go after each batch of outcomes (`use_mood`).
+    mood: Option<Arc<MoodPipe>>,
     /// The deliveries the gateway is reading through the vtable (kept until `clear`).
     reading: Vec<Delivery>,
 }
@@ -328,12 +344,11 @@ impl DataPlane {
 #[pymethods]
 impl DataPlane {
     #[new]
-    #[pyo3(signature = (*, max_text_bytes, max_cmid_len, typing_interval_s, score_visitors, max_queued = 65536))]
+    #[pyo3(signature = (*, max_text_bytes, max_cmid_len, typing_interval_s, max_queued = 65536))]
     fn new(
         max_text_bytes: usize,
         max_cmid_len: usize,
         typing_interval_s: f64,
-        score_visitors: bool,
         max_queued: usize,
     ) -> Self {
         let sink = BatchSink {
@@ -350,11 +365,12 @@ impl DataPlane {
             limits,
             FrameLimits::default(),
             typing_interval_s,
-            score_visitors,
+            false,
         );
         DataPlane {
             inner: Box::new(RefCell::new(Inner {
                 plane,
+                mood: None,
                 reading: Vec::new(),
             })),
         }
@@ -579,6 +595,7 @@ impl DataPlane {
             })
             .collect();
         inner.plane.on_outcomes(&outcomes);
+        inner.hand_visitor_texts();
         Ok((acked, deduplicated, failed))
     }
 
@@ -607,11 +624,9 @@ impl DataPlane {
                 })
             })
             .collect::<PyResult<Vec<_>>>()?;
-        self.inner
-            .try_borrow_mut()
-            .map_err(borrow_error)?
-            .plane
-            .on_outcomes(&outcomes);
+        let mut inner = self.inner.try_borrow_mut().map_err(borrow_error)?;
+        inner.plane.on_outcomes(&outcomes);
+        inner.hand_visitor_texts();
         Ok(())
     }
 
@@ -667,14 +682,13 @@ impl DataPlane {
             .collect())
     }
 
-    /// Visitors' new messages `[(conv, text)]` for mood scoring.
-    fn take_scored(&self) -> PyResult<Vec<(u64, String)>> {
-        Ok(self
-            .inner
-            .try_borrow_mut()
-            .map_err(borrow_error)?
-            .plane
-            .take_scored())
+    /// Score visitors' new messages on `pipe`'s thread: after each batch of outcomes the batch's
+    /// visitor texts go to it in one hand-over (no Python per message).
+    fn use_mood(&self, pipe: &PyMoodPipe) -> PyResult<()> {
+        let mut inner = self.inner.try_borrow_mut().map_err(borrow_error)?;
+        inner.mood = Some(Arc::clone(&pipe.pipe));
+        inner.plane.set_score_visitors(true);
+        Ok(())
     }
 
     /// Refuse new records from now on (shutdown): sends get `unavailable`. What was submitted is

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 mod codec;
 mod dataplane;
 pub mod journal;
+mod mood;
 mod queue;
 mod routing;
 mod shmring;
@@ -21,6 +22,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     codec::register(m)?;
     dataplane::register(m)?;
     journal::register(m)?;
+    mood::register(m)?;
     queue::register(m)?;
     routing::register(m)?;
     shmring::register(m)?;

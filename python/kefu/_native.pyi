@@ -369,6 +369,42 @@ def featurize(text: str, bits: int = ...) -> NDArray[np.int64]:
 def featurize_batch(texts: list[str], bits: int = ...) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     """Padded ids int64 (B, L) and mask float32 (B, L) for a list of texts, without a lexicon."""
 
+# --- mood (native/mood; binding native/src/mood.rs) ----------------------------------------------
+
+@final
+class MoodPipe:
+    """The sentiment model's linear graph in Rust on its own thread, plus each conversation's mood
+    (EWMA with a hysteresis angry flag, as kefu.sentiment.MoodTracker) and alerts armed per
+    conversation. Thread-safe. Build it with `SentimentModel.mood_pipe()`.
+
+    `weights`: the model's fp16 table as uint16 bits, shape (2**bits, classes). Raises ValueError on
+    a shape or setting out of range."""
+
+    def __new__(cls, weights: NDArray[np.uint16], bias: list[float], *, bits: int, lexicon: dict[str, int],
+                neg_class: int = 0, alpha: float = 0.4, angry_threshold: float = 0.7,
+                calm_threshold: float = 0.5, max_conversations: int = 100000,
+                backlog_batches: int = 1024) -> MoodPipe: ...
+    def score(self, text: str) -> float:
+        """p_neg of one text, on the calling thread."""
+    def observe(self, conv: int, text: str) -> tuple[float, bool, bool]:
+        """Score and fold into the mood of `conv` now: (mood, angry, turned_angry)."""
+    def update(self, conv: int, p_neg: float) -> tuple[float, bool, bool]:
+        """Fold a p_neg into the mood of `conv`: (mood, angry, turned_angry)."""
+    def submit(self, conv: int, text: str) -> bool:
+        """Queue one text for the thread; False when the backlog is full (counted as dropped)."""
+    def arm(self, conv: int, threshold: float | None) -> None:
+        """Alert once when the mood of `conv` reaches `threshold`; None disarms."""
+    def mood(self, conv: int) -> float | None: ...
+    def forget(self, conv: int) -> None: ...
+    def fileno(self) -> int:
+        """An eventfd, readable while alerts may be waiting."""
+    def take_alerts(self) -> list[tuple[int, float]]:
+        """(conv, mood) of the conversations whose armed threshold was reached since the last call."""
+    def stats(self) -> dict[str, int]:
+        """scored, dropped, turned_angry, alerts, conversations, backlog (batches not yet scored)."""
+    def close(self) -> None:
+        """Score what was handed over, then stop the thread."""
+
 # --- data plane (native/dataplane; binding native/src/dataplane.rs) ----------------------------------
 
 DATAPLANE_CAPSULE: str
@@ -382,7 +418,7 @@ class DataPlane:
     gateway uses it through `capsule()`; the methods below are the control plane's and the tests'."""
 
     def __new__(cls, *, max_text_bytes: int, max_cmid_len: int, typing_interval_s: float,
-                score_visitors: bool, max_queued: int = 65536) -> DataPlane: ...
+                max_queued: int = 65536) -> DataPlane: ...
     def capsule(self) -> Any:
         """The C vtable for the gateway (a capsule named DATAPLANE_CAPSULE)."""
     def connection(self, slot: int, principal_id: str, role_name: str, name: str | None, binary: bool) -> None: ...
@@ -408,7 +444,8 @@ class DataPlane:
     def deliver(self, conv: int, seq: int, ts: float, sender_id: str, sender_role: str, sender_name: str | None,
                 cmid: str, kind_name: str, text: str, meta_json: str | None) -> None: ...
     def take_replay_frames(self) -> list[tuple[int, bytes]]: ...
-    def take_scored(self) -> list[tuple[int, str]]: ...
+    def use_mood(self, pipe: MoodPipe) -> None:
+        """After each batch of outcomes, hand the batch's visitor texts to `pipe` in one go."""
     def close(self) -> None: ...
     def stats(self) -> dict[str, int]: ...
     def latency_histograms(self) -> dict[str, tuple[list[int], float]]:

@@ -64,6 +64,9 @@ FEATURIZER_VERSION: str = _native.FEATURIZER_VERSION
 Featurizer = _native.Featurizer
 featurize = _native.featurize
 featurize_batch = _native.featurize_batch
+# The sentiment model's linear graph, the per-conversation mood and its alerts, on a thread the data
+# plane feeds once per batch (native/mood). Twin: kefu.sentiment.SentimentModel + MoodTracker.
+MoodPipe = _native.MoodPipe
 
 # --- data plane (native/dataplane) ----------------------------------------------------------------
 

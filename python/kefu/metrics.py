@@ -101,6 +101,8 @@ class Metrics:
     def __init__(self) -> None:
         self.counters: dict[str, int] = {}
         self.gauges: dict[str, Callable[[], float]] = {}
+        # Counters kept elsewhere (native threads), read at scrape time and added to `counters`.
+        self.counter_sources: dict[str, Callable[[], int]] = {}
         self.help: dict[str, str] = {}
         self.ack_latency = Histogram("kefu_ack_latency_seconds",
                                      "frame received to ack sent (includes the durable commit)")
@@ -119,6 +121,15 @@ class Metrics:
     def inc(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount
 
+    def count_from(self, name: str, read: Callable[[], int]) -> None:
+        """Counter `name` also counts what `read()` returns (a native counter), at scrape time."""
+        self.counter_sources[name] = read
+
+    def value(self, name: str) -> int:
+        """Counter `name` now, own increments plus its source."""
+        source = self.counter_sources.get(name)
+        return self.counters.get(name, 0) + (source() if source is not None else 0)
+
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         self.gauges[name] = read
         self.help[name] = help_text
@@ -129,9 +140,9 @@ class Metrics:
         self.storage_commit.observe(seconds)
 
     def collect(self) -> Iterator[Metric]:
-        for name in sorted(self.counters):
+        for name in sorted(self.counters.keys() | self.counter_sources.keys()):
             family = CounterMetricFamily(name, COUNTER_HELP.get(name, name.replace("_", " ")))
-            family.add_metric([], self.counters[name])
+            family.add_metric([], self.value(name))
             yield family
         for name, read in sorted(self.gauges.items()):
             yield GaugeMetricFamily(name, self.help[name], value=read())

@@ -37,8 +37,7 @@ class Plane:
     """A data plane with one visitor (JSON) and one agent (binary) granted on conversation CONV."""
 
     def __init__(self) -> None:
-        self.plane = compiled.DataPlane(max_text_bytes=8192, max_cmid_len=64, typing_interval_s=1.0,
-                                        score_visitors=True)
+        self.plane = compiled.DataPlane(max_text_bytes=8192, max_cmid_len=64, typing_interval_s=1.0)
         self.plane.connection(VISITOR, "v_1", "visitor", "Ann", False)
         self.plane.connection(AGENT, "a_1", "agent", None, True)
         self.plane.conversation(CONV, "assigned", "a_1", 0)
@@ -252,7 +251,7 @@ async def test_sends_are_stored_through_the_native_journal(tmp_path: Path) -> No
         site = await storage.create_site("shop", ())
         visitor = await storage.upsert_visitor(site.id, None, name="Ann", lang=None, geo=None, tags=())
         conv, _ = await storage.open_conversation(site.id, visitor.id)
-        plane = compiled.DataPlane(max_text_bytes=8192, max_cmid_len=64, typing_interval_s=1.0, score_visitors=False)
+        plane = compiled.DataPlane(max_text_bytes=8192, max_cmid_len=64, typing_interval_s=1.0)
         fd = plane.use_journal(storage.journal)
         plane.connection(VISITOR, visitor.id, "visitor", "Ann", False)
         plane.conversation(conv.id, "queued", None, 0)

@@ -56,7 +56,7 @@ async def test_data_plane_and_storage_share_one_journal_and_get_their_own_outcom
         visitor = await storage.upsert_visitor(site.id, None, name="Ann", lang=None, geo=None, tags=())
         conv, _ = await storage.open_conversation(site.id, visitor.id)
         threads_before = journal_threads()
-        plane = compiled.DataPlane(max_text_bytes=8192, max_cmid_len=64, typing_interval_s=1.0, score_visitors=False)
+        plane = compiled.DataPlane(max_text_bytes=8192, max_cmid_len=64, typing_interval_s=1.0)
         fd = plane.use_journal(storage.journal)
         assert journal_threads() == threads_before == 1, "one journal thread writes the file"
         plane.connection(VISITOR, visitor.id, "visitor", "Ann", False)
@@ -116,7 +116,7 @@ async def test_storage_metrics_count_batches_only_the_data_plane_wrote(tmp_path:
         visitor = await storage.upsert_visitor(site.id, None, name=None, lang=None, geo=None, tags=())
         conv, _ = await storage.open_conversation(site.id, visitor.id)
         storage.commit_observer = lambda records, seconds: observed.append((records, seconds))
-        plane = compiled.DataPlane(max_text_bytes=8192, max_cmid_len=64, typing_interval_s=1.0, score_visitors=False)
+        plane = compiled.DataPlane(max_text_bytes=8192, max_cmid_len=64, typing_interval_s=1.0)
         fd = plane.use_journal(storage.journal)
         plane.connection(VISITOR, visitor.id, "visitor", None, False)
         plane.conversation(conv.id, "queued", None, 0)

@@ -32,7 +32,7 @@ def test_delivery_record_round_trips(targets, json_payload, binary_payload) -> N
 def test_the_router_writes_what_the_twin_reads_and_feeds_what_the_twin_writes() -> None:
     """Rust encodes a delivery that Python decodes, and Rust decodes a frame record Python encoded:
     a text send of a connection the router knows reaches the data plane's sink."""
-    plane = compiled.DataPlane(max_text_bytes=1000, max_cmid_len=64, typing_interval_s=1.0, score_visitors=False)
+    plane = compiled.DataPlane(max_text_bytes=1000, max_cmid_len=64, typing_interval_s=1.0)
     router = compiled.WorkerRouter()
     ring = compiled.ShmRing.create(256, 64)
     router.attach(1, 9, ring)

@@ -20,6 +20,6 @@ pub mod tables;
 
 pub use latency::{LatencyHistogram, LATENCY_BOUNDS};
 pub use parse::{ClientFrame, Kind, Limits, SendFrame};
-pub use plane::{DataPlane, Delivery, Handled};
+pub use plane::{DataPlane, Delivery, Handled, VisitorTexts};
 pub use sink::{AppendRecord, DurableSink, MemorySink, Outcome, SinkError, Status};
 pub use tables::{ConvState, PrincipalRow, Role, TableUpdate};

@@ -78,6 +78,44 @@ pub(crate) struct PendingMessage {
     ts: f64,
 }
 
+/// Visitors' new messages of a batch in one buffer (one allocation per batch, not per message):
+/// text `i` is `text[ends[i - 1]..ends[i]]` (from 0 for the first) and belongs to `convs[i]`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VisitorTexts {
+    pub convs: Vec<u64>,
+    pub ends: Vec<u32>,
+    pub text: String,
+}
+
+impl VisitorTexts {
+    pub fn push(&mut self, conv: u64, text: &str) {
+        // Texts are bounded by `Limits::max_text_bytes`; a batch past 4 GiB is cut, not wrapped.
+        let Ok(end) = u32::try_from(self.text.len() + text.len()) else {
+            return;
+        };
+        self.text.push_str(text);
+        self.convs.push(conv);
+        self.ends.push(end);
+    }
+
+    pub fn len(&self) -> usize {
+        self.convs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.convs.is_empty()
+    }
+
+    /// `(conv, text)` pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &str)> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.convs
+            .iter()
+            .zip(starts.zip(&self.ends))
+            .map(|(&conv, (start, &end))| (conv, &self.text[start as usize..end as usize]))
+    }
+}
+
 /// A submitted `send` waiting for its outcome.
 #[derive(Debug)]
 struct InFlight {
@@ -103,7 +141,7 @@ pub struct DataPlane<S: DurableSink> {
     next_token: u64,
     deliveries: Vec<Delivery>,
     replay_frames: Vec<(u64, Vec<u8>)>,
-    scored: Vec<(u64, String)>,
+    visitor_texts: VisitorTexts,
     pub stats: Stats,
     /// Frame received → ack queued for writing (after the durable commit).
     pub ack_latency: LatencyHistogram,
@@ -114,7 +152,7 @@ pub struct DataPlane<S: DurableSink> {
 }
 
 impl<S: DurableSink> DataPlane<S> {
-    /// `score_visitors`: collect visitors' new message texts for mood scoring ([`Self::take_scored`]).
+    /// `score_visitors`: collect visitors' new message texts for mood scoring ([`Self::take_visitor_texts`]).
     pub fn new(
         sink: S,
         limits: Limits,
@@ -136,11 +174,19 @@ impl<S: DurableSink> DataPlane<S> {
             next_token: 1,
             deliveries: Vec::new(),
             replay_frames: Vec::new(),
-            scored: Vec::new(),
+            visitor_texts: VisitorTexts::default(),
             stats: Stats::default(),
             ack_latency: LatencyHistogram::default(),
             fanout_latency: LatencyHistogram::default(),
             unwritten: None,
+        }
+    }
+
+    /// Start or stop collecting visitors' texts for mood scoring.
+    pub fn set_score_visitors(&mut self, on: bool) {
+        self.score_visitors = on;
+        if !on {
+            self.visitor_texts = VisitorTexts::default();
         }
     }
 
@@ -479,7 +525,7 @@ impl<S: DurableSink> DataPlane<S> {
             let mut message = flight.message;
             message.ts = outcome.ts;
             if self.score_visitors && message.sender.role == Role::Visitor {
-                self.scored.push((outcome.conv, message.text.to_string()));
+                self.visitor_texts.push(outcome.conv, &message.text);
             }
             self.release(outcome.conv, outcome.seq, message);
         }
@@ -626,9 +672,9 @@ impl<S: DurableSink> DataPlane<S> {
         std::mem::take(&mut self.replay_frames)
     }
 
-    /// Visitors' new messages (conv, text) for mood scoring.
-    pub fn take_scored(&mut self) -> Vec<(u64, String)> {
-        std::mem::take(&mut self.scored)
+    /// Visitors' new messages since the last call, for mood scoring.
+    pub fn take_visitor_texts(&mut self) -> VisitorTexts {
+        std::mem::take(&mut self.visitor_texts)
     }
 
     /// Submitted sends whose outcome has not arrived.

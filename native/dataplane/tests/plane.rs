@@ -107,7 +107,9 @@ fn ack_after_commit_then_msg_to_every_subscriber() {
         out[1].frame.binary.is_some(),
         "the agent speaks kefu.bin.v1"
     );
-    assert_eq!(plane.take_scored(), vec![(CONV, "hello c1".to_string())]);
+    let texts = plane.take_visitor_texts();
+    assert_eq!(texts.iter().collect::<Vec<_>>(), vec![(CONV, "hello c1")]);
+    assert!(plane.take_visitor_texts().is_empty(), "taken once");
     let stored = plane.sink().stored();
     assert_eq!((stored[0].0.text.as_str(), stored[0].1), ("hello c1", 1));
 }

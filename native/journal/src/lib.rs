@@ -25,7 +25,6 @@
 
 mod batch;
 pub mod closed_loop;
-mod completions;
 mod insert;
 mod lock;
 
@@ -39,7 +38,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kefu_queue::ArrayRing;
 use rusqlite::Connection;
 
-pub use completions::Completions;
+/// A consumer's queue of outcomes: create with [`Journal::new_completions`] (or use the journal's
+/// default one) and hand it to [`Journal::submit_to`]; drain it when its eventfd is readable.
+pub type Completions = kefu_signal::SignalledList<Outcome>;
 pub use lock::{WriteLock, WriteLockGuard};
 
 /// Who sent a message (the `sender_role` column).

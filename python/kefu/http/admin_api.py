@@ -84,6 +84,8 @@ class AdminApi:
                 self.hub.router.set_site_config(site.id, site.routing)
             raise
         self.api.sites.remember(site)
+        if routing is not None:
+            self.hub.routing_changed(site.id)
         return web.json_response(self._site_json(request, site))
 
     # --- canned replies -------------------------------------------------------------------------

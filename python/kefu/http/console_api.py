@@ -122,5 +122,5 @@ class ConsoleApi:
             loop = asyncio.get_running_loop()
             scores = [float(p) for p in await loop.run_in_executor(
                 None, model.predict_batch, [m.text for m in messages])]
-        return {"current": self.hub.moods.mood(conv_id),
+        return {"current": self.hub.moods.mood(conv_id) if self.hub.moods is not None else None,
                 "trend": [{"seq": m.seq, "ts": m.ts, "p_neg": round(p, 3)} for m, p in zip(messages, scores)]}

@@ -14,8 +14,8 @@ runs once per *batch*:
   no `NewMessage` or future per record; one batch is in flight at a time, the next takes what queued
   meanwhile.
 - `_committed` reports the batch's outcomes to the data plane, which acks and fans out in seq order,
-  then hands visitors' texts to the mood scorer and live frames of replaying conversations to the
-  hub's replay buffers.
+  and hands the batch's visitor texts to the mood pipe (in Rust); then live frames of replaying
+  conversations go to the hub's replay buffers.
 """
 
 from __future__ import annotations
@@ -40,13 +40,11 @@ log = logging.getLogger("kefu.dataplane")
 
 
 class NativeDataPlane:
-    def __init__(self, storage: Storage, *, max_text_bytes: int, max_cmid_len: int, typing_interval_s: float,
-                 score_visitors: bool) -> None:
+    def __init__(self, storage: Storage, *, max_text_bytes: int, max_cmid_len: int, typing_interval_s: float) -> None:
         self.storage = storage
         self.plane = compiled.DataPlane(max_text_bytes=max_text_bytes, max_cmid_len=max_cmid_len,
-                                        typing_interval_s=typing_interval_s, score_visitors=score_visitors)
+                                        typing_interval_s=typing_interval_s)
         # Set by the hub: called after each batch with what the data plane left for Python.
-        self.on_scored: Callable[[list[tuple[int, str]]], None] = lambda scored: None
         self.on_replay_frames: Callable[[list[tuple[int, bytes]]], None] = lambda frames: None
         self.on_stuck: Callable[[list[tuple[int, int, int]]], None] = lambda stuck: None
         self.on_acked: Callable[[int, int], None] = lambda acked, deduplicated: None
@@ -58,6 +56,10 @@ class NativeDataPlane:
         self._observe_batches: Callable[[], None] = lambda: None
         self._storing = False
         self._store_tasks: set[asyncio.Task[None]] = set()
+
+    def use_mood(self, pipe: compiled.MoodPipe) -> None:
+        """Visitors' texts go to `pipe`'s thread, from Rust, once per batch of outcomes."""
+        self.plane.use_mood(pipe)
 
     def route_through(self, write_deliveries: Callable[[], None]) -> None:
         """The control process of `--workers N`: the connections live in gateway workers, so frames
@@ -195,9 +197,6 @@ class NativeDataPlane:
         frames = self.plane.take_replay_frames()
         if frames:
             self.on_replay_frames(frames)
-        scored = self.plane.take_scored()
-        if scored:
-            self.on_scored(scored)
         stuck = self.plane.stuck()
         if stuck:
             self.on_stuck(stuck)

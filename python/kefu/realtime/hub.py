@@ -33,7 +33,7 @@ from kefu.metrics import Metrics
 from kefu.realtime import frames as F
 from kefu.realtime.dataplane import NativeDataPlane
 from kefu.realtime.frames import ProtocolError
-from kefu.realtime.mood import MoodScorer
+from kefu.realtime.mood import Moods, NativeMoods, PythonMoods
 from kefu.routing import (
     AgentProfile,
     Assign,
@@ -45,7 +45,7 @@ from kefu.routing import (
     RoutingEngine,
 )
 from kefu.routing.skills import parse_skill_path
-from kefu.sentiment.model import MoodTracker, SentimentModel
+from kefu.sentiment.model import SentimentModel
 from kefu.storage.base import (
     Agent,
     AppendResult,
@@ -127,8 +127,6 @@ class Hub:
         self.router = router
         self.metrics = metrics
         self.sentiment = sentiment
-        self.moods = MoodTracker()
-        self.mood_scorer = MoodScorer(sentiment, self._on_scored) if sentiment is not None else None
         # Fan-out hook: the gateway's C loop in one process; one record per worker under --workers N.
         self.send_to_all: Callable[[Iterable[Any], bytes, bytes | None], int] = compiled.send_to_all
         self.limits = compiled.GatewayLimits(
@@ -158,9 +156,8 @@ class Hub:
         if config.dataplane == "native":
             self.native = NativeDataPlane(
                 storage, max_text_bytes=config.max_text_bytes, max_cmid_len=config.max_cmid_len,
-                typing_interval_s=config.typing_interval_s, score_visitors=self.mood_scorer is not None)
+                typing_interval_s=config.typing_interval_s)
             self.native.on_acked = self._native_acked
-            self.native.on_scored = self._native_scored
             self.native.on_replay_frames = self._native_replay_frames
             self.native.on_stuck = self._native_stuck
             for key in ("submitted", "acked", "deduplicated", "failed", "declined", "delivered", "relayed"):
@@ -169,6 +166,13 @@ class Hub:
             # Acks and fan-out of native sends are timed in Rust; /metrics and the admin stats add them.
             metrics.ack_latency.native = partial(self._native_latency, "ack")
             metrics.delivery_latency.native = partial(self._native_latency, "fanout")
+        # Visitors' moods (kefu.realtime.mood): natively beside the native data plane, else the reference.
+        self.moods: Moods | None = None
+        if sentiment is not None:
+            engine = NativeMoods if self.native is not None else PythonMoods
+            self.moods = engine(sentiment, router, metrics, self._apply_soon)
+            if isinstance(self.moods, NativeMoods) and self.native is not None:
+                self.native.use_mood(self.moods.pipe)
         self._handlers: dict[str, Callable[[compiled.Connection, Principal, dict[str, Any]], Any]] = {
             "hello": self._on_hello, "open": self._on_open, "send": self._on_send,
             "typing": self._on_typing, "read": self._on_read, "accept": self._on_accept,
@@ -188,11 +192,11 @@ class Hub:
         for conv in sorted(waiting, key=lambda c: c.created_at):
             self.router.conversation_opened(RouteRequest(conv_id=conv.id, site_id=conv.site_id,
                                                          visitor_id=conv.visitor_id), time.time())
+            if self.moods is not None:
+                self.moods.watch(conv.id)
         await self.bus.start(self._on_bus_event)
-        if self.mood_scorer is not None:
-            self.mood_scorer.start()
-            self.metrics.gauge("kefu_mood_unscored_total", "visitor messages not scored (backlog full)",
-                               lambda: self.mood_scorer.dropped if self.mood_scorer else 0)
+        if self.moods is not None:
+            self.moods.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         if self.native is not None:
             self.native.attach()
@@ -206,8 +210,8 @@ class Hub:
             conn.close(1001, b"server restarting: reconnect after a random 1-5 s delay, then resume")
         for timer in self._offline_timers.values():
             timer.cancel()
-        if self.mood_scorer is not None:
-            await self.mood_scorer.stop()
+        if self.moods is not None:
+            await self.moods.stop()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
 
@@ -591,15 +595,18 @@ class Hub:
             await self._store_and_fan_out(runtime, NewMessage(
                 conv=conv.id, cmid=f"open-{conv.id}", sender_id=principal.id, sender_role="visitor",
                 sender_name=principal.name, text=text))
-            if self.sentiment is not None:  # scored now: this first routing decision uses it
-                p_neg = self.moods.update(conv.id, self.sentiment.predict(text)).mood
+            if self.moods is not None:  # scored now: this first routing decision uses it
+                p_neg = self.moods.observe(conv.id, text)
         visitor = await self.storage.get_visitor(principal.id)
         request = RouteRequest(
             conv_id=conv.id, site_id=principal.site_id, visitor_id=principal.id,
             skill_path=_skill_path(tags[0]) if tags else None, lang=visitor.lang if visitor else None,
             visitor_geo=visitor.geo if visitor else None, p_neg=min(max(p_neg, 0.0), 1.0),
             preferred_agent=visitor.last_agent_id if visitor else None)
-        await self._apply(self.router.conversation_opened(request, time.time()))
+        outcome = self.router.conversation_opened(request, time.time())
+        if self.moods is not None:
+            self.moods.watch(conv.id)
+        await self._apply(outcome)
 
     def _on_send(self, conn: compiled.Connection, principal: Principal,
                  frame: dict[str, Any]) -> Awaitable[None] | None:
@@ -660,8 +667,8 @@ class Hub:
         """A client's message is durably stored: ack it, fan it out, score the visitor's mood."""
         created = self._announce(runtime, message, result, ack_to=conn)
         self.metrics.ack_latency.observe(time.perf_counter() - received_at)
-        if created and message.sender_role == "visitor" and self.mood_scorer is not None:
-            self.mood_scorer.submit(message.conv, message.text)
+        if created and message.sender_role == "visitor" and self.moods is not None:
+            self.moods.submit(message.conv, message.text)
 
     async def _store_and_fan_out(self, runtime: ConvRuntime, message: NewMessage) -> bool:
         """Store a message the server writes on someone's behalf (an `open`'s text), then fan out."""
@@ -700,10 +707,6 @@ class Hub:
         if deduplicated:
             self.metrics.inc("kefu_messages_deduplicated_total", deduplicated)
 
-    def _native_scored(self, scored: list[tuple[int, str]]) -> None:
-        if self.mood_scorer is not None:
-            self.mood_scorer.submit_many(scored)
-
     def _native_replay_frames(self, frames: list[tuple[int, bytes]]) -> None:
         """Live frames of conversations someone is replaying: into their replay buffers, as `_broadcast` does."""
         for conv_id, payload in frames:
@@ -732,18 +735,15 @@ class Hub:
                 for message in await self.storage.messages_after(conv_id, fanned, first - 1 - fanned):
                     self.native.deliver(self._msg_frame(message))
 
-    def _on_scored(self, scored: list[tuple[int, str, float]]) -> None:
-        """Fold scored visitor messages into their conversations' moods (an EWMA of p_neg); the
-        router may escalate to a stronger de-escalator when a mood turns bad (RoutingConfig.escalation)."""
-        now = time.time()
-        for conv_id, _text, p_neg in scored:
-            mood = self.moods.update(conv_id, p_neg)
-            self.metrics.inc("kefu_messages_scored_total")
-            if mood.turned_angry:
-                self.metrics.inc("kefu_conversations_turned_angry_total")
-            outcomes = self.router.sentiment_changed(conv_id, mood.mood, now)
-            if outcomes:
-                self._spawn(self._apply_all(outcomes))
+    def _apply_soon(self, outcomes: list[Outcome]) -> None:
+        """Routing outcomes decided outside a coroutine (a mood alert): applied in a task."""
+        self._spawn(self._apply_all(outcomes))
+
+    def routing_changed(self, site_id: int) -> None:
+        """A site's routing configuration changed: mood alerts follow its new escalation settings."""
+        if self.moods is not None:
+            for conv_id in self.router.conversation_ids(site_id):
+                self.moods.watch(conv_id)
 
     def _on_typing(self, conn: compiled.Connection, principal: Principal,
                    frame: dict[str, Any]) -> Awaitable[None] | None:
@@ -855,7 +855,8 @@ class Hub:
             self.convs.pop(conv_id, None)  # closed: reloaded from storage if someone resumes it
             if self.native is not None:
                 self.native.conversation_gone(conv_id)
-        self.moods.forget(conv_id)
+        if self.moods is not None:
+            self.moods.forget(conv_id)
         await self._apply_all(self.router.conversation_closed(conv_id, time.time()))
 
     # --- routing outcomes -----------------------------------------------------------------------

@@ -366,6 +366,9 @@ class RoutingEngine:
         self._offered: dict[int, None] = {}  # conv ids awaiting acceptance, oldest first
         self._handle_time: dict[int, float] = {}
         self._last_agent: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        # Where a conversation's current mood lives when it is not pushed here per message (the
+        # native mood pipe: the hub hears only alerts). None: the last `sentiment_changed` value.
+        self.mood_of: Callable[[int], float | None] | None = None
 
     # --- configuration --------------------------------------------------------------------------
 
@@ -571,6 +574,30 @@ class RoutingEngine:
         conversation.escalated = True
         decision = self._decision(conversation, target.profile.agent_id, "escalation", result, started)
         return [self._assign(conversation, target, decision, now, previous)]
+
+    def escalation_threshold(self, conv_id: int) -> float | None:
+        """The mood at which `sentiment_changed` could escalate this conversation (its site's
+        `angry_threshold`), or None when it never will: unknown, already escalated, or escalation
+        off for its site. The native mood pipe alerts at this threshold instead of reporting every
+        message's mood."""
+        conversation = self._conversations.get(conv_id)
+        if conversation is None or conversation.escalated:
+            return None
+        config = self.site_config(conversation.request.site_id)
+        return config.angry_threshold if config.escalation else None
+
+    def conversation_ids(self, site_id: int) -> list[int]:
+        """The open conversations of a site this engine routes (e.g. to re-arm mood alerts after its
+        configuration changed)."""
+        return [conv_id for conv_id, conversation in self._conversations.items()
+                if conversation.request.site_id == site_id]
+
+    def _p_neg(self, conversation: _Conversation) -> float:
+        if self.mood_of is not None:
+            mood = self.mood_of(conversation.request.conv_id)
+            if mood is not None:
+                return min(max(mood, 0.0), 1.0)
+        return conversation.p_neg
 
     def tick(self, now: float) -> list[Outcome]:
         """Accept timeouts, ring relaxation, and queue position/ETA updates."""
@@ -799,7 +826,7 @@ class RoutingEngine:
             lang_bits=self._language_bits((request.lang,)) if request.lang else 0,
             visitor_geohash=visitor_geohash,
             geo_precision=config.geo_precision,
-            p_neg=conversation.p_neg,
+            p_neg=self._p_neg(conversation),
             skill_path=skill_path,
             no_skill_value=config.no_skill_value,
             min_skill_match=min_skill_match,

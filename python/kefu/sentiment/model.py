@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from kefu import compiled
 from kefu.compiled import FEATURIZER_VERSION, Featurizer
+from kefu.sentiment.onnx_tensors import TensorFormatError, initializers
 
 BUNDLED_MODEL = "model/sentiment.onnx"
 
@@ -31,7 +33,10 @@ class ModelError(ValueError):
 class SentimentModel:
     """A loaded sentiment model. Thread-safe: onnxruntime sessions and the featuriser are shareable."""
 
-    def __init__(self, session: onnxruntime.InferenceSession, metadata: dict[str, str]) -> None:
+    def __init__(self, session: onnxruntime.InferenceSession, metadata: dict[str, str],
+                 path: str | os.PathLike[str] | None = None) -> None:
+        """`path`: where the model was read from (None: the bundled one), to read its weights again
+        for the native scorer (`mood_pipe`) without keeping a second copy in memory."""
         version = metadata.get("featurizer_version")
         if version != FEATURIZER_VERSION:
             raise ModelError(
@@ -49,6 +54,9 @@ class SentimentModel:
             raise ModelError("model has no p_neg output or its first class is not 'neg'")
         self._session = session
         self._featurizer = Featurizer(bits, lexicon)
+        self._bits = bits
+        self._lexicon = lexicon
+        self._path = path
         self.metadata = metadata
 
     @classmethod
@@ -62,11 +70,11 @@ class SentimentModel:
         with _CACHE_LOCK:
             model = _CACHE.get(key)
             if model is None:
-                model = _CACHE[key] = cls._from_bytes(_read_model(path))
+                model = _CACHE[key] = cls._from_bytes(_read_model(path), path)
             return model
 
     @classmethod
-    def _from_bytes(cls, model_bytes: bytes) -> SentimentModel:
+    def _from_bytes(cls, model_bytes: bytes, path: str | os.PathLike[str] | None = None) -> SentimentModel:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -74,7 +82,7 @@ class SentimentModel:
             session = onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own untyped errors for malformed files
             raise ModelError(f"not a loadable ONNX model: {error}") from error
-        return cls(session, dict(session.get_modelmeta().custom_metadata_map))
+        return cls(session, dict(session.get_modelmeta().custom_metadata_map), path)
 
     @property
     def featurizer_version(self) -> str:
@@ -85,6 +93,26 @@ class SentimentModel:
         ids = self._featurizer.featurize(text)[np.newaxis, :]
         mask = np.ones(ids.shape, dtype=np.float32)
         return float(self._session.run(["p_neg"], {"ids": ids, "mask": mask})[0][0])
+
+    def mood_pipe(self, tracker: MoodTracker | None = None) -> compiled.MoodPipe:
+        """The same model run natively on its own thread, with the mood tracker of `tracker`'s
+        settings (kefu.compiled.MoodPipe; the data plane feeds it). This object stays the reference:
+        tests compare the two on the same texts."""
+        tracker = tracker or MoodTracker()
+        try:
+            tensors = initializers(_read_model(self._path))
+        except TensorFormatError as error:
+            raise ModelError(f"cannot read the model's weights: {error}") from error
+        try:
+            weights, bias = tensors["weights"], tensors["bias"]
+        except KeyError as error:
+            raise ModelError(f"model has no {error} initializer") from error
+        if weights.dtype != np.float16 or weights.shape != (1 << self._bits, len(self.classes)):
+            raise ModelError(f"weight table is {weights.dtype}{weights.shape}, not a linear model over the ids")
+        return compiled.MoodPipe(
+            weights.view(np.uint16), bias.astype(np.float32).tolist(), bits=self._bits, lexicon=self._lexicon,
+            neg_class=self.classes.index("neg"), alpha=tracker.alpha, angry_threshold=tracker.angry_threshold,
+            calm_threshold=tracker.calm_threshold, max_conversations=tracker.max_conversations)
 
     def predict_batch(self, texts: Sequence[str]) -> np.ndarray:
         """``p_neg`` for each text, float32 of shape ``(len(texts),)``."""

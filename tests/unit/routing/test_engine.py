@@ -219,6 +219,39 @@ def test_escalation_moves_an_angry_visitor_to_a_strong_deescalator_once(make_eng
     assert engine.sentiment_changed(1, 0.99, 4.0) == []  # escalates once
 
 
+def test_escalation_threshold_says_when_a_mood_alert_is_worth_raising(make_engine) -> None:
+    engine = make_engine()
+    engine.agent_online(agent("calm-expert", deescalation=0.95, geo=BEIJING), 0.0)
+    engine.agent_online(agent("novice", deescalation=0.1, geo=SHANGHAI), 0.0)
+    engine.conversation_opened(conv(1, visitor_geo=SHANGHAI, p_neg=0.0), 1.0)
+    assert engine.escalation_threshold(99) is None  # unknown conversation
+    assert engine.escalation_threshold(1) == engine.site_config(SITE).angry_threshold
+    assert engine.conversation_ids(SITE) == [1] and engine.conversation_ids(SITE + 1) == []
+    engine.set_site_config(SITE, {"angry_threshold": 0.8})
+    assert engine.escalation_threshold(1) == 0.8
+    engine.sentiment_changed(1, 0.9, 2.0)
+    assert engine.escalation_threshold(1) is None  # escalated once: never again
+    engine.set_site_config(SITE, {"escalation": False})
+    engine.conversation_opened(conv(2, visitor_geo=SHANGHAI), 3.0)
+    assert engine.escalation_threshold(2) is None
+
+
+def test_routing_reads_the_current_mood_through_mood_of(make_engine) -> None:
+    """With the native mood pipe the engine hears alerts only; later decisions read moods live."""
+    engine = make_engine()
+    engine.set_site_config(SITE, {"escalation": False})
+    engine.agent_online(agent("novice", deescalation=0.1), 0.0)
+    engine.agent_online(agent("calm-expert", deescalation=0.95), 0.0)
+    engine.mood_of = {1: 1.0}.get
+    engine.conversation_opened(conv(1, p_neg=0.0), 1.0)
+    assert engine.assigned_agent(1) == "calm-expert", "the live mood, not the request's p_neg, was scored"
+    engine.mood_of = {}.get  # no mood known: the request's own p_neg counts
+    engine.conversation_opened(conv(2, p_neg=1.0), 2.0)
+    assert engine.assigned_agent(2) == "calm-expert"
+    engine.conversation_opened(conv(3, p_neg=0.0), 3.0)
+    assert engine.assigned_agent(3) == "novice"
+
+
 def test_escalation_can_be_disabled_per_site(make_engine) -> None:
     engine = make_engine()
     engine.set_site_config(SITE, {"escalation": False})
