@@ -193,7 +193,8 @@ pub struct DataPlaneVtable {
     ),
     /// Free the reading buffer.
     pub(crate) clear: unsafe extern "C" fn(*mut c_void),
-    /// Records waiting for the Python-side writer (so the gateway schedules one flush).
+    /// Records waiting for the Python-side writer, plus read marks to store (so the gateway
+    /// schedules one flush).
     pub(crate) queued: unsafe extern "C" fn(*mut c_void) -> usize,
 }
 
@@ -301,13 +302,16 @@ unsafe extern "C" fn vt_clear(ctx: *mut c_void) {
     }
 }
 
+/// What waits for Python's once-per-batch `flush`: records for a Python-side writer, and read marks
+/// to store (the gateway schedules one flush when this is non-zero).
 unsafe extern "C" fn vt_queued(ctx: *mut c_void) -> usize {
     inner(ctx).try_borrow().map_or(0, |inner| {
-        inner
+        let records = inner
             .plane
             .sink()
             .batch()
-            .map_or(0, |sink| sink.queued.borrow().len())
+            .map_or(0, |sink| sink.queued.borrow().len());
+        records + inner.plane.read_marks_waiting()
     })
 }
 
@@ -456,6 +460,26 @@ impl DataPlane {
 
     fn replaying(&self, conv: u64, on: bool) -> PyResult<()> {
         self.apply(TableUpdate::Replaying { conv, on })
+    }
+
+    /// `participant`'s stored read mark in `conv` is at least `seq`: the data plane relays and
+    /// raises that participant's later `read` frames itself.
+    fn read_mark(&self, conv: u64, participant: String, seq: u64) -> PyResult<()> {
+        self.apply(TableUpdate::ReadMark {
+            conv,
+            participant,
+            seq,
+        })
+    }
+
+    /// Read marks the data plane raised since the last call: `[(conv, participant, seq)]`, to store.
+    fn take_read_marks(&self) -> PyResult<Vec<(u64, String, u64)>> {
+        Ok(self
+            .inner
+            .try_borrow_mut()
+            .map_err(borrow_error)?
+            .plane
+            .take_read_marks())
     }
 
     /// The highest seq fanned out live, or None when the plane has no row for `conv`.

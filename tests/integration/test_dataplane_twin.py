@@ -4,7 +4,10 @@ receive the same frames (up to ids and timestamps, which differ between two serv
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
+import time
 from typing import Any
 
 import pytest
@@ -96,7 +99,11 @@ async def _scenario(api: Api, binary_agent: bool) -> list[list[Any]]:
     await step(visitor, {"t": "typing", "conv": "CONV", "on": True})  # within the interval: dropped
     await step(visitor, {"t": "typing", "conv": "CONV", "on": False})
     await step(agent, {"t": "typing", "conv": 999_999_999, "on": True})
-    await step(visitor, {"t": "read", "conv": "CONV", "seq": 3})
+    await step(visitor, {"t": "read", "conv": "CONV", "seq": 3})  # the first: Python stores it
+    await step(visitor, {"t": "read", "conv": "CONV", "seq": 2})  # never lowered (native: the plane knows 3)
+    await step(visitor, {"t": "read", "conv": "CONV", "seq": 99})  # past the last message: bad_frame
+    await step(agent, {"t": "read", "conv": "CONV", "seq": 3})
+    await step(agent, {"t": "read", "conv": "CONV", "seq": 3})
     for frame in HOSTILE_SENDS:
         await step(visitor, frame)
     for text in HOSTILE_TEXTS:
@@ -142,6 +149,40 @@ async def test_native_path_takes_the_common_frames(servers) -> None:
     after = await _dataplane_metrics(api)
     assert after["kefu_dataplane_submitted"] - before["kefu_dataplane_submitted"] == 5
     assert after["kefu_dataplane_relayed"] - before["kefu_dataplane_relayed"] == 1
+    for client in (visitor, agent):
+        await client.close()
+
+
+async def test_read_marks_after_the_first_stay_native_and_are_stored(servers) -> None:
+    """The first `read` of a participant goes through Python (which stores it and tells the data
+    plane); later ones are relayed by the data plane and stored behind it, one write per batch."""
+    server = servers["native"]
+    api = Api(server)
+    visitor, agent, conv, login = await assigned_pair(api)
+    for i in range(3):
+        await visitor.send({"t": "send", "conv": conv, "cmid": f"r{i}", "text": f"to read {i}"})
+        await visitor.expect("ack", cmid=f"r{i}")
+    await agent.expect("msg", conv=conv, seq=4)
+    await agent.send({"t": "read", "conv": conv, "seq": 1})
+    assert (await visitor.expect("read", conv=conv))["seq"] == 1
+    before = await _dataplane_metrics(api)
+    await agent.send({"t": "read", "conv": conv, "seq": 3})
+    assert (await visitor.expect("read", conv=conv))["seq"] == 3
+    await agent.send({"t": "read", "conv": conv, "seq": 2})
+    assert (await visitor.expect("read", conv=conv))["seq"] == 3  # never lowered
+    after = await _dataplane_metrics(api)
+    assert after["kefu_dataplane_relayed"] - before["kefu_dataplane_relayed"] == 2
+    assert after["kefu_dataplane_declined"] == before["kefu_dataplane_declined"]
+    (database,) = server.data_dir.glob("*.db")
+    deadline = time.monotonic() + 5
+    while True:  # stored write-behind: read the file itself, as a restarted server would
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+            row = db.execute("SELECT seq FROM read_marks WHERE conv = ? AND participant_id = ?",
+                             (conv, login["agent_id"])).fetchone()
+        if row == (3,) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert row == (3,)
     for client in (visitor, agent):
         await client.close()
 

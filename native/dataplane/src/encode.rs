@@ -296,6 +296,34 @@ pub fn typing(
     })
 }
 
+/// `{"t":"read","conv","seq","from"}` (`seq` travels in the binary header).
+pub fn read(
+    conv: u64,
+    seq: u64,
+    sender: &PrincipalRow,
+    binary: bool,
+    limits: &FrameLimits,
+) -> Result<Encoded, FrameError> {
+    let mut json = Json::start("read");
+    json.key("conv")
+        .u64(conv)
+        .key("seq")
+        .u64(seq)
+        .key("from")
+        .from(sender);
+    let binary = if binary {
+        let mut encoder = FrameEncoder::new(FrameType::Read, conv, seq, 1, limits)?;
+        write_from(&mut encoder, sender)?;
+        Some(with_headroom(&encoder.finish()))
+    } else {
+        None
+    };
+    Ok(Encoded {
+        json: json.finish(),
+        binary,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
 
-use kefu_codec::FrameLimits;
+use kefu_codec::{FrameError, FrameLimits};
 use serde_json::{Map, Value};
 
 use crate::encode::{self, Encoded, Message};
@@ -64,6 +64,7 @@ pub struct Stats {
     pub failed: u64,
     pub declined: u64,
     pub delivered: u64,
+    /// `typing` and `read` frames relayed.
     pub relayed: u64,
 }
 
@@ -142,6 +143,9 @@ pub struct DataPlane<S: DurableSink> {
     deliveries: Vec<Delivery>,
     replay_frames: Vec<(u64, Vec<u8>)>,
     visitor_texts: VisitorTexts,
+    /// Read watermarks raised here, for the control plane to store (write-behind, once per batch):
+    /// `(conv, participant, seq)`.
+    read_marks: Vec<(u64, String, u64)>,
     pub stats: Stats,
     /// Frame received → ack queued for writing (after the durable commit).
     pub ack_latency: LatencyHistogram,
@@ -175,6 +179,7 @@ impl<S: DurableSink> DataPlane<S> {
             deliveries: Vec::new(),
             replay_frames: Vec::new(),
             visitor_texts: VisitorTexts::default(),
+            read_marks: Vec::new(),
             stats: Stats::default(),
             ack_latency: LatencyHistogram::default(),
             fanout_latency: LatencyHistogram::default(),
@@ -269,6 +274,18 @@ impl<S: DurableSink> DataPlane<S> {
                     }
                 }
             }
+            TableUpdate::ReadMark {
+                conv,
+                participant,
+                seq,
+            } => {
+                if let Some(row) = self.convs.get_mut(&conv) {
+                    match row.read_marks.iter_mut().find(|(id, _)| *id == participant) {
+                        Some(known) => known.1 = known.1.max(seq),
+                        None => row.read_marks.push((participant, seq)),
+                    }
+                }
+            }
             TableUpdate::Replaying { conv, on } => {
                 if let Some(row) = self.convs.get_mut(&conv) {
                     row.replaying = on;
@@ -332,9 +349,8 @@ impl<S: DurableSink> DataPlane<S> {
         let handled = match frame {
             ClientFrame::Send(send) => self.on_send(slot, send, now_wall),
             ClientFrame::Typing { conv, on } => self.on_typing(slot, conv, on, now_mono),
-            // Read marks are a durable write with their own result (the mark never passes
-            // last_seq): the sink has no record for them yet, so Python keeps them.
-            ClientFrame::Read { .. } | ClientFrame::Decline => Handled::Declined,
+            ClientFrame::Read { conv, seq } => self.on_read(slot, conv, seq),
+            ClientFrame::Decline => Handled::Declined,
         };
         if handled == Handled::Declined {
             self.stats.declined += 1;
@@ -443,6 +459,51 @@ impl<S: DurableSink> DataPlane<S> {
         }
         conn.typing_sent.insert(conv, now_mono);
         let sender = Rc::clone(&conn.principal);
+        self.relay(conv, &sender, |binary, limits| {
+            encode::typing(conv, on, &sender, binary, limits)
+        })
+    }
+
+    /// A `read`: raise the sender's watermark (never lower it) and relay it to the other
+    /// participants, as the hub's `_read` does. Declined to Python when the plane cannot be sure of
+    /// the answer: no grant, a `seq` past what it fanned out (Python checks storage's `last_seq`),
+    /// or a participant whose stored mark it was never told (Python reads and stores it first).
+    /// The raised mark is stored write-behind ([`Self::take_read_marks`]): a `read` has no ack.
+    fn on_read(&mut self, slot: u32, conv: u64, seq: u64) -> Handled {
+        let Some(sender) = self.connection(slot).map(|conn| Rc::clone(&conn.principal)) else {
+            return Handled::Declined;
+        };
+        let Some(row) = self.convs.get_mut(&conv) else {
+            return Handled::Declined;
+        };
+        if !row.subscribers.contains(&slot) || seq > row.fanned_seq {
+            return Handled::Declined;
+        }
+        let Some(known) = row.read_marks.iter_mut().find(|(id, _)| *id == sender.id) else {
+            return Handled::Declined;
+        };
+        let mark = known.1.max(seq);
+        if mark > known.1 {
+            known.1 = mark;
+            self.read_marks.push((conv, sender.id.clone(), mark));
+        }
+        self.relay(conv, &sender, |binary, limits| {
+            encode::read(conv, mark, &sender, binary, limits)
+        })
+    }
+
+    /// Relay a frame from `sender` to the other participants of `conv` (and to its replay buffer
+    /// while someone replays it); `encode(any_binary, limits)` writes it once per wire format.
+    fn relay(
+        &mut self,
+        conv: u64,
+        sender: &PrincipalRow,
+        encode: impl FnOnce(bool, &FrameLimits) -> Result<Encoded, FrameError>,
+    ) -> Handled {
+        let Some(row) = self.convs.get(&conv) else {
+            return Handled::Declined;
+        };
+        let replaying = row.replaying;
         let targets: Vec<u32> = row
             .subscribers
             .iter()
@@ -452,9 +513,8 @@ impl<S: DurableSink> DataPlane<S> {
                     .is_some_and(|c| c.principal.id != sender.id)
             })
             .collect();
-        let replaying = row.replaying;
         let any_binary = self.any_binary(&targets);
-        if let Ok(frame) = encode::typing(conv, on, &sender, any_binary, &self.frame_limits) {
+        if let Ok(frame) = encode(any_binary, &self.frame_limits) {
             if replaying {
                 self.replay_frames
                     .push((conv, frame.json_payload().to_vec()));
@@ -670,6 +730,16 @@ impl<S: DurableSink> DataPlane<S> {
     /// Live frames (JSON) of conversations with a connection replaying: the control plane buffers them.
     pub fn take_replay_frames(&mut self) -> Vec<(u64, Vec<u8>)> {
         std::mem::take(&mut self.replay_frames)
+    }
+
+    /// How many raised read watermarks wait for [`Self::take_read_marks`].
+    pub fn read_marks_waiting(&self) -> usize {
+        self.read_marks.len()
+    }
+
+    /// Read watermarks raised since the last call, `(conv, participant, seq)`, for storage.
+    pub fn take_read_marks(&mut self) -> Vec<(u64, String, u64)> {
+        std::mem::take(&mut self.read_marks)
     }
 
     /// Visitors' new messages since the last call, for mood scoring.

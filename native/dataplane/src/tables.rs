@@ -96,6 +96,13 @@ pub enum TableUpdate {
         slot: u32,
         conv: u64,
     },
+    /// `participant`'s stored read watermark in `conv` is at least `seq` (the control plane wrote
+    /// it): from now on the data plane relays and raises that participant's marks itself.
+    ReadMark {
+        conv: u64,
+        participant: String,
+        seq: u64,
+    },
     /// `slot` already has every `msg` of `conv` up to `seq` (its replay, read from storage, sent
     /// them): later deliveries skip those seqs for it. A message committed before the replay read it
     /// may reach the data plane only after the grant; without this it would arrive twice.
@@ -136,6 +143,9 @@ pub(crate) struct ConvRow {
     /// (slot, seq): that subscriber already has the messages up to seq (see `CaughtUp`); an entry
     /// goes once the fan-out passes its seq.
     pub caught_up: Vec<(u32, u64)>,
+    /// (participant, read watermark) of the participants whose stored mark the data plane knows
+    /// (`ReadMark`); it relays and raises only these, the first `read` of anyone else goes to Python.
+    pub read_marks: Vec<(String, u64)>,
 }
 
 impl ConvRow {
@@ -148,6 +158,7 @@ impl ConvRow {
             pending: BTreeMap::new(),
             replaying: false,
             caught_up: Vec::new(),
+            read_marks: Vec::new(),
         }
     }
 }

@@ -384,3 +384,84 @@ fn binary_send_is_parsed_and_acked_in_binary() {
         (kefu_codec::FrameType::Ack, CONV, 1)
     );
 }
+
+#[test]
+fn read_marks_are_relayed_and_raised_once_python_stored_the_first() {
+    let mut plane = plane(true);
+    for seq in 1..=3 {
+        plane.deliver(committed(seq, principal("v_1", Role::Visitor)));
+    }
+    plane.take_deliveries();
+    let read = |seq: u64| format!(r#"{{"t":"read","conv":{CONV},"seq":{seq}}}"#).into_bytes();
+    assert_eq!(
+        plane.handle(AGENT, &read(2), false, 1.0, 1.0),
+        Handled::Declined,
+        "the agent's stored mark is unknown: Python stores the first"
+    );
+    plane.apply(TableUpdate::ReadMark {
+        conv: CONV,
+        participant: "a_1".into(),
+        seq: 2,
+    });
+    assert_eq!(
+        plane.handle(AGENT, &read(4), false, 1.0, 1.0),
+        Handled::Declined,
+        "past the fanned seq: Python checks storage"
+    );
+    assert_eq!(
+        plane.handle(AGENT, &read(1), false, 1.0, 1.0),
+        Handled::Relayed
+    );
+    assert_eq!(
+        plane.take_read_marks(),
+        vec![],
+        "never lowered: nothing to store"
+    );
+    assert_eq!(
+        plane.handle(AGENT, &read(3), false, 1.0, 1.0),
+        Handled::Relayed
+    );
+    assert_eq!(plane.take_read_marks(), vec![(CONV, "a_1".to_string(), 3)]);
+    let out = plane.take_deliveries();
+    assert_eq!(out.len(), 2);
+    assert!(
+        out.iter().all(|d| d.slots == [VISITOR]),
+        "not to the reader"
+    );
+    let from = serde_json::json!({"id":"a_1","role":"agent"});
+    assert_eq!(
+        json_of(&out[0]),
+        serde_json::json!({"t":"read","conv":CONV,"seq":2,"from":from})
+    );
+    assert_eq!(json_of(&out[1])["seq"], 3);
+    assert!(out[1].frame.binary.is_none(), "the visitor speaks JSON");
+
+    // The agent speaks kefu.bin.v1: the visitor's read reaches it with seq in the header.
+    plane.apply(TableUpdate::ReadMark {
+        conv: CONV,
+        participant: "v_1".into(),
+        seq: 0,
+    });
+    let frame = kefu_codec::value::Frame {
+        frame_type: kefu_codec::FrameType::Read,
+        conv: CONV,
+        seq: 3,
+        fields: vec![],
+    };
+    let bytes = kefu_codec::value::encode(&frame, &FrameLimits::default()).unwrap();
+    assert_eq!(
+        plane.handle(VISITOR, &bytes, true, 1.0, 1.0),
+        Handled::Relayed
+    );
+    let out = plane.take_deliveries();
+    let relayed = kefu_codec::value::decode(
+        out[0].frame.binary_payload().unwrap(),
+        &FrameLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (relayed.frame_type, relayed.conv, relayed.seq),
+        (kefu_codec::FrameType::Read, CONV, 3)
+    );
+    assert_eq!(plane.stats.relayed, 3);
+}

@@ -47,6 +47,7 @@ class NativeDataPlane:
         # Set by the hub: called after each batch with what the data plane left for Python.
         self.on_replay_frames: Callable[[list[tuple[int, bytes]]], None] = lambda frames: None
         self.on_stuck: Callable[[list[tuple[int, int, int]]], None] = lambda stuck: None
+        self.on_read_marks: Callable[[list[tuple[int, str, int]]], None] = lambda marks: None
         self.on_acked: Callable[[int, int], None] = lambda acked, deduplicated: None
         self._attached = False
         self._journal_fd: int | None = None
@@ -139,6 +140,10 @@ class NativeDataPlane:
     def replaying(self, conv_id: int, on: bool) -> None:
         self.plane.replaying(conv_id, on)
 
+    def read_mark(self, conv_id: int, participant_id: str, seq: int) -> None:
+        """The participant's mark is stored (at least `seq`): its later reads stay in the data plane."""
+        self.plane.read_mark(conv_id, participant_id, seq)
+
     def fanned_seq(self, conv_id: int) -> int | None:
         return self.plane.fanned_seq(conv_id)
 
@@ -155,8 +160,12 @@ class NativeDataPlane:
 
     # --- the Python-side writer (seam 1 for asyncpg) ----------------------------------------------
     def flush(self) -> None:
-        """Records are queued (the gateway schedules this): hand them to storage as one batch. One
+        """Records are queued or read marks raised (the gateway schedules this once per batch of
+        frames): hand the marks to the hub to store, and the records to storage as one batch. One
         batch at a time; what queues meanwhile goes in the next one (group commit)."""
+        marks = self.plane.take_read_marks()
+        if marks:
+            self.on_read_marks(marks)
         if self._storing:
             return  # the running batch loop takes these when its batch is done
         records: list[MessageRecord] = self.plane.take_records()

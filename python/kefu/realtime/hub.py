@@ -160,6 +160,7 @@ class Hub:
             self.native.on_acked = self._native_acked
             self.native.on_replay_frames = self._native_replay_frames
             self.native.on_stuck = self._native_stuck
+            self.native.on_read_marks = self._native_read_marks
             for key in ("submitted", "acked", "deduplicated", "failed", "declined", "delivered", "relayed"):
                 metrics.gauge(f"kefu_dataplane_{key}", f"native data plane: frames {key} (since start)",
                               partial(self._native_stat, key))
@@ -716,6 +717,17 @@ class Hub:
                 for conn in replaying:
                     conn.state.replay_buffers[conv_id].append(frame)
 
+    def _native_read_marks(self, marks: list[tuple[int, str, int]]) -> None:
+        """Read marks the data plane relayed and raised: stored behind it, one write per batch (a
+        `read` has no ack; a crash can lose the last batch's marks, never lower one)."""
+        self._spawn(self._store_read_marks(marks))
+
+    async def _store_read_marks(self, marks: list[tuple[int, str, int]]) -> None:
+        try:
+            await self.storage.set_read_marks(marks)
+        except StorageError:
+            log.warning("storing %d read marks failed", len(marks), exc_info=True)
+
     def _native_stuck(self, stuck: list[tuple[int, int, int]]) -> None:
         """Committed messages wait behind a gap in the data plane: fill it from storage after a while."""
         for conv_id, _fanned, _first in stuck:
@@ -771,6 +783,8 @@ class Hub:
         if seq > max(runtime.fanned_seq, runtime.conv.last_seq):
             raise ProtocolError("bad_frame", "'seq' is beyond the conversation's last message")
         mark = await self.storage.set_read_mark(conv_id, principal.id, seq)
+        if self.native is not None:  # stored: this participant's later reads stay in the data plane
+            self.native.read_mark(conv_id, principal.id, mark)
         self._broadcast(conv_id, {"t": "read", "conv": conv_id, "seq": mark, "from": self._from(principal)},
                         skip_principal=principal.id)
 

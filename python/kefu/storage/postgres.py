@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Literal, TypeVar
 
 import asyncpg
@@ -298,6 +298,12 @@ async def _check_connection(conn: asyncpg.Connection) -> None:
             "(set synchronous_commit = on)"
         )
 
+
+# Raise ($1 conv, $2 participant)'s read mark to $3, never past the conversation's last seq nor lower.
+_RAISE_READ_MARK: Final = (
+    "INSERT INTO read_marks(conv, participant_id, seq) "
+    "SELECT id, $2, greatest(0, least($3::bigint, last_seq)) FROM conversations WHERE id = $1 "
+    "ON CONFLICT (conv, participant_id) DO UPDATE SET seq = greatest(read_marks.seq, excluded.seq)")
 
 class PostgresStorage(Storage):
     """PostgreSQL through an asyncpg pool; appends are group-committed. Use from one event loop."""
@@ -710,13 +716,14 @@ class PostgresStorage(Storage):
     async def set_read_mark(self, conv_id: int, participant_id: str, seq: int) -> int:
         """The mark never passes the conversation's last seq (a hostile client cannot park it at 2^53)."""
         value = await self._run(lambda conn: conn.fetchval(
-            "INSERT INTO read_marks(conv, participant_id, seq) "
-            "SELECT id, $2, greatest(0, least($3::bigint, last_seq)) FROM conversations WHERE id = $1 "
-            "ON CONFLICT (conv, participant_id) DO UPDATE SET seq = greatest(read_marks.seq, excluded.seq) "
-            "RETURNING seq", conv_id, participant_id, max(0, min(int(seq), c.MAX_ID))))
+            _RAISE_READ_MARK + " RETURNING seq", conv_id, participant_id, max(0, min(int(seq), c.MAX_ID))))
         if value is None:
             raise NotFound(f"conversation {conv_id}")
         return value
+
+    async def set_read_marks(self, marks: Sequence[tuple[int, str, int]]) -> None:
+        rows = [(conv_id, participant_id, max(0, min(int(seq), c.MAX_ID))) for conv_id, participant_id, seq in marks]
+        await self._run(lambda conn: conn.executemany(_RAISE_READ_MARK, rows))
 
     # --- routing audit -----------------------------------------------------------------------------
     async def record_routing_decision(self, conv_id: int, decision: dict[str, Any]) -> int:

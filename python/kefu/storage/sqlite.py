@@ -29,7 +29,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Literal, TypeVar
 
@@ -171,6 +171,12 @@ _WRITER_CACHE_KIB: Final = 32 * 1024  # the control writer's; the journal keeps 
 # per-page cost dominates: 16 KiB cut the journal's CPU per message ~20 % on the chat-shaped load of
 # bench.storage (10,000 conversations) and ~15 % on its 100-conversation load (docs/storage.md).
 _NEW_DATABASE_PAGE_SIZE: Final = 16_384
+
+# Raise (participant, seq, conv)'s read mark, never past the conversation's last seq nor lower.
+_RAISE_READ_MARK: Final = (
+    "INSERT INTO read_marks(conv, participant_id, seq) "
+    "SELECT id, ?, max(0, min(?, last_seq)) FROM conversations WHERE id = ? "
+    "ON CONFLICT(conv, participant_id) DO UPDATE SET seq = max(seq, excluded.seq)")
 
 # An operation for the writer thread: gets the write connection inside the open batch transaction.
 WriteOp = Callable[[sqlite3.Connection], Any]
@@ -816,16 +822,21 @@ class SqliteStorage(Storage):
         """The mark never passes the conversation's last seq (a hostile client cannot park it at 2^53)."""
 
         def raise_mark(cur: sqlite3.Cursor) -> int:
-            row = cur.execute(
-                "INSERT INTO read_marks(conv, participant_id, seq) "
-                "SELECT id, ?, max(0, min(?, last_seq)) FROM conversations WHERE id = ? "
-                "ON CONFLICT(conv, participant_id) DO UPDATE SET seq = max(seq, excluded.seq) RETURNING seq",
-                (participant_id, max(0, min(int(seq), c.MAX_ID)), conv_id)).fetchone()
+            row = cur.execute(_RAISE_READ_MARK + " RETURNING seq",
+                              (participant_id, max(0, min(int(seq), c.MAX_ID)), conv_id)).fetchone()
             if row is None:
                 raise NotFound(f"conversation {conv_id}")
             return row[0]
 
         return await self._write(raise_mark)
+
+    async def set_read_marks(self, marks: Sequence[tuple[int, str, int]]) -> None:
+        rows = [(participant_id, max(0, min(int(seq), c.MAX_ID)), conv_id) for conv_id, participant_id, seq in marks]
+
+        def raise_marks(cur: sqlite3.Cursor) -> None:
+            cur.executemany(_RAISE_READ_MARK, rows)
+
+        await self._write(raise_marks)
 
     # --- routing audit -----------------------------------------------------------------------------
     async def record_routing_decision(self, conv_id: int, decision: dict[str, Any]) -> int:

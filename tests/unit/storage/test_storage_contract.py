@@ -392,6 +392,19 @@ async def test_read_marks_only_rise_and_stay_within_the_conversation(storage: St
         await storage.set_read_mark(999_999, "a_1", 1)
 
 
+async def test_a_batch_of_read_marks_rises_like_single_marks(storage: Storage) -> None:
+    """The native data plane's write-behind: many marks in one write, unknown conversations skipped."""
+    (conv,) = await make_conversations(storage, 1)
+    for i in range(5):
+        await storage.append_message(message(conv, f"m{i}"))
+    await storage.set_read_mark(conv.id, "a_1", 2)
+    await storage.set_read_marks([(conv.id, "a_1", 4), (conv.id, "a_1", 3), (999_999, "a_1", 1),
+                                  (conv.id, conv.visitor_id, 2**60)])
+    await storage.set_read_marks([])
+    assert await storage.set_read_mark(conv.id, "a_1", 0) == 4  # the highest of the batch, never lowered
+    assert await storage.set_read_mark(conv.id, conv.visitor_id, 0) == 5  # clamped to last_seq
+
+
 async def test_routing_decisions_round_trip(storage: Storage) -> None:
     (conv,) = await make_conversations(storage, 1)
     first = {"agent": "a_1", "scores": {"geo": 0.5, "skill": 1.0}, "excluded": ["a_2"]}
