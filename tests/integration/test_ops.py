@@ -64,11 +64,14 @@ def _peer_common_name(port: int, trust: ssl.SSLContext) -> str:
         return subject["commonName"]
 
 
-async def test_tls_serves_https_and_wss_and_reloads_on_sighup(tmp_path, tmp_path_factory) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_tls_serves_https_and_wss_and_reloads_on_sighup(tmp_path, tmp_path_factory, workers: str) -> None:
+    """With --workers 2 the gateway workers hold the wss sockets: each loads the pair and re-reads it
+    when the control process forwards SIGHUP."""
     certs = tmp_path / "certs"
     make_certificate(certs, "kefu-test-first")
     # The image's way: no TLS_CERT, a mounted directory holding a certbot-style pair.
-    proc = start_server(tmp_path_factory, KEFU_TLS_DIR=str(certs))
+    proc = start_server(tmp_path_factory, KEFU_TLS_DIR=str(certs), WORKERS=workers)
     try:
         assert "http=https://" in "".join(proc.output)
         trust = ssl.create_default_context(cafile=str(certs / "fullchain.pem"))

@@ -181,3 +181,27 @@ async def test_socket_limits_hold_across_workers(tmp_path_factory) -> None:
             await client.close()
     finally:
         server.stop()
+
+
+async def _refused_handshakes(api: Api) -> float:
+    status, text = await api.request("GET", "/metrics")
+    assert status == 200
+    return sum(float(line.split()[1]) for line in text.splitlines()
+               if line.startswith("kefu_ws_refused_") and line.split()[0].endswith("_total"))
+
+
+async def test_workers_counters_reach_the_control_process_metrics(workers_server: WorkersServer) -> None:
+    """Handshakes are refused inside the workers; their counters still show in /metrics."""
+    api = Api(workers_server)
+    url = workers_server.worker_urls()[1]
+    before = await _refused_handshakes(api)
+    for _ in range(3):
+        with pytest.raises(websockets.exceptions.InvalidStatus):
+            async with websockets.connect(f"{url}?token=forged", subprotocols=["kefu.json.v1"]):
+                pass
+    # Workers report at each sweep (every 1-5 s); give it two.
+    for _ in range(120):
+        if await _refused_handshakes(api) >= before + 3:
+            break
+        await asyncio.sleep(0.1)
+    assert await _refused_handshakes(api) == before + 3

@@ -100,6 +100,7 @@ class WorkerLink:
         self.router = router
         self.connections: dict[int, RemoteConnection] = {}
         self.by_slot: dict[int, RemoteConnection] = {}
+        self.counters: dict[str, int] = {}  # as the worker last reported them
 
     def send(self, record: bytes) -> None:
         self.router.send(self.index, record)
@@ -139,6 +140,9 @@ class ControlPlane:
         # Data-plane slots of worker connections: dense, reused after a disconnect.
         self._free_slots: list[int] = []
         self._next_slot = 0
+        # Workers' own counters in /metrics: totals of gone incarnations, and the names seen so far.
+        self._retired_counters: dict[str, int] = {}
+        self._counter_names: set[str] = set()
         hub.send_to_all = self.send_to_all  # the hub's one fan-out hook (Python path)
         self.native = hub.native
         if self.native is not None:
@@ -156,6 +160,8 @@ class ControlPlane:
         if link is None:
             return
         self.router.native.detach(index)
+        for name, value in link.counters.items():  # a restarted worker counts from 0 again
+            self._retired_counters[name] = self._retired_counters.get(name, 0) + value
         for conn in list(link.connections.values()):
             self._gone(conn)
         link.connections.clear()
@@ -252,10 +258,19 @@ class ControlPlane:
             slow = link.connections.get(record[3])
             if slow is not None:
                 self.hub.on_slow_consumer(slow)  # type: ignore[arg-type]
+        elif kind == "counters":
+            link.counters = record[3]
+            for name in link.counters.keys() - self._counter_names:
+                self._counter_names.add(name)
+                self.hub.metrics.count_from(name, partial(self._worker_counter, name))
         elif kind == "up":
             link.send(wire.encode("sites", self.sites))
             if self.on_worker_up is not None:
                 self.on_worker_up(index)
+
+    def _worker_counter(self, name: str) -> int:
+        """A counter summed over the workers, those alive and those gone (so it never goes down)."""
+        return self._retired_counters.get(name, 0) + sum(link.counters.get(name, 0) for link in self.workers.values())
 
     # --- fan-out -------------------------------------------------------------------------------------
     def send_to_all(self, targets: Iterable[Any], json_payload: bytes, binary_payload: bytes | None) -> int:

@@ -101,13 +101,9 @@ class ControlServer(Server):
             self.control.publish_sites(sites)
 
     async def start_gateway(self, signer: TokenSigner, sites: SiteCache, ssl_context: Any = None) -> None:
+        """`ssl_context` is this process's (https); each worker loads the same certificate files
+        itself (`config.tls_cert`, `tls_key`: set by `Server` also when they came from KEFU_TLS_DIR)."""
         assert self.hub is not None
-        if ssl_context is not None:
-            # The workers' listeners do not load certificates yet: refuse rather than serve plain ws://
-            # while wss:// is advertised.
-            log.error("TLS is served by a single process for now: run with --workers 1, or terminate TLS "
-                      "at a proxy (KEFU_BEHIND_PROXY)")
-            raise SystemExit(2)
         config = self.config
         self._secret = auth.load_or_create_secret(config.data_dir, config.secret, dev=config.dev)
         assert self.control is not None
@@ -124,6 +120,13 @@ class ControlServer(Server):
                            lambda: max(w.start_seconds for w in self.workers))
         self.metrics.gauge("kefu_ring_abandoned_total", "ingress records skipped after a worker died mid-write",
                            lambda: self.ingress.abandoned)
+
+    def reload(self) -> None:
+        """SIGHUP: this process's https context, then every worker's wss context, re-read the files."""
+        super().reload()
+        for worker in self.workers:
+            if worker.proc is not None and worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGHUP)
 
     def _shared_port(self) -> int:
         """The port every worker binds with SO_REUSEPORT. Port 0 is resolved here, once: a bound,
@@ -224,5 +227,6 @@ async def serve_with_workers(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)  # certificates: here and in every worker
     await server.supervise(server.stopping)
     await server.stop()

@@ -28,6 +28,7 @@ from kefu import compiled
 from kefu.auth import Principal, TokenSigner
 from kefu.config import Config
 from kefu.metrics import Metrics
+from kefu.tls import ServerTLS
 from kefu.workers import wire
 from kefu.workers.pump import RingPump
 
@@ -80,6 +81,7 @@ class Relay:
         self.connections: dict[int, Any] = {}
         self.sites = SiteTable()
         self._next_id = 0
+        self._reported: dict[str, int] = {}
 
     def _push(self, *record: Any) -> bool:
         return bool(self.ingress.push(wire.encode(record[0], self.spec.index, self.spec.generation, *record[1:])))
@@ -146,7 +148,15 @@ class Relay:
             elif kind == "sites":
                 self.sites.replace(record[1])
 
+    def report_counters(self) -> None:
+        """This worker's counters (handshakes refused, frames refused, …) go to control's /metrics,
+        whole and only when they changed; a push lost to a full ring is retried at the next sweep."""
+        counters = self.metrics.counters
+        if counters != self._reported and self._push("counters", dict(counters)):
+            self._reported = dict(counters)
+
     def sweep(self, now: float) -> None:
+        self.report_counters()
         config = self.spec.config
         for conn in tuple(self.connections.values()):
             if conn.ping_outstanding:
@@ -169,11 +179,15 @@ async def run(spec: WorkerSpec) -> None:
     pump = RingPump(delivery, spec.delivery_notify_fd, loop, relay.on_delivery)
     pump.start()
     config = spec.config
+    # The control process serves https; wss is ours, from the same files (SIGHUP re-reads them).
+    tls = ServerTLS.load(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
+    if tls is not None:
+        loop.add_signal_handler(signal.SIGHUP, tls.reload)
     server = await ws_create_server(
         Gateway(relay, TokenSigner(spec.secret), relay.sites),  # type: ignore[arg-type]
         config.host, spec.ws_port, websocket_handshake_timeout=config.handshake_timeout_s,
         max_frame_size=config.max_message_size, read_buffer_init_size=1024, use_aiofastnet=False,
-        enable_auto_ping=False, reuse_port=spec.reuse_port, backlog=4096)
+        enable_auto_ping=False, reuse_port=spec.reuse_port, backlog=4096, ssl=tls.context if tls else None)
     relay._push_reliably("up", os.getpid())
     log.info("worker %d up in %.3f s", spec.index, time.perf_counter() - started)
     stopping = asyncio.Event()
@@ -201,7 +215,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=os.environ.get("KEFU_LOG_LEVEL", "WARNING"),
                         format=f"%(asctime)s %(levelname)s worker{spec.index}: %(message)s")
     if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGHUP})
     _die_with_parent()
     uvloop.run(run(spec))
     return 0
