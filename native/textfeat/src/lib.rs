@@ -155,11 +155,15 @@ impl Featurizer {
         char_starts.extend(normalized.char_indices().map(|(offset, _)| offset));
         char_starts.push(normalized.len());
         let char_count = char_starts.len() - 1;
+        // The grams starting at one character share their prefix ("c", "ca", "cat", "cats"): one
+        // running CRC per start position hashes each character once instead of up to four times.
         let char_ns = NamespaceHasher::new(b"c");
-        for n in 1..=CHAR_NGRAM_MAX.min(char_count) {
-            for start in 0..=char_count - n {
-                let gram = &normalized.as_bytes()[char_starts[start]..char_starts[start + n]];
-                ids.push(char_ns.hash(&[gram]) & self.mask);
+        let bytes = normalized.as_bytes();
+        for start in 0..char_count {
+            let mut crc = char_ns.start();
+            for end in start + 1..=(start + CHAR_NGRAM_MAX).min(char_count) {
+                crc = crc.update(&bytes[char_starts[end - 1]..char_starts[end]]);
+                ids.push(crc.finish() & self.mask);
             }
         }
 
@@ -302,20 +306,67 @@ fn is_word_char(c: char) -> bool {
 }
 
 /// CRC-32 state after `ns + "\x1f"`, cloned per gram so the prefix is hashed once.
-struct NamespaceHasher(crc32fast::Hasher);
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320: zlib's `crc32`, which the Python twin
+/// uses) one byte per step from a 256-entry table. Grams are 1–16 bytes, where a table lookup per
+/// byte beats a SIMD implementation's setup, and the state is a plain value a caller can extend.
+#[derive(Clone, Copy)]
+struct Crc(u32);
+
+const CRC_TABLE: [u32; 256] = crc_table();
+
+const fn crc_table() -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let mut crc = byte as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 1 != 0 {
+                0xEDB8_8320 ^ (crc >> 1)
+            } else {
+                crc >> 1
+            };
+            bit += 1;
+        }
+        table[byte] = crc;
+        byte += 1;
+    }
+    table
+}
+
+impl Crc {
+    const fn new() -> Self {
+        Crc(0xFFFF_FFFF)
+    }
+
+    fn update(self, bytes: &[u8]) -> Self {
+        Crc(bytes.iter().fold(self.0, |crc, &byte| {
+            CRC_TABLE[((crc ^ u32::from(byte)) & 0xFF) as usize] ^ (crc >> 8)
+        }))
+    }
+
+    fn finish(self) -> u32 {
+        !self.0
+    }
+}
+
+/// The CRC state after `namespace + "\x1f"`, computed once per namespace.
+struct NamespaceHasher(Crc);
 
 impl NamespaceHasher {
     fn new(namespace: &[u8]) -> Self {
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(namespace);
-        hasher.update(b"\x1f");
-        Self(hasher)
+        Self(Crc::new().update(namespace).update(b"\x1f"))
+    }
+
+    fn start(&self) -> Crc {
+        self.0
     }
 
     fn hash(&self, parts: &[&[u8]]) -> u32 {
-        let mut hasher = self.0.clone();
-        parts.iter().for_each(|part| hasher.update(part));
-        hasher.finalize()
+        parts
+            .iter()
+            .fold(self.0, |crc, part| crc.update(part))
+            .finish()
     }
 }
 
@@ -383,9 +434,12 @@ mod tests {
 
     #[test]
     fn known_hash_matches_zlib() {
-        // zlib.crc32(b"w\x1fgood") == 0x8ac2ac9d (computed with Python's zlib).
-        assert_eq!(hash_gram(b"w", b"good"), crc32fast::hash(b"w\x1fgood"));
-        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        // Values computed with Python's zlib.crc32.
+        assert_eq!(Crc::new().update(b"123456789").finish(), 0xCBF4_3926);
+        assert_eq!(Crc::new().update(b"").finish(), 0);
+        assert_eq!(hash_gram(b"w", b"good"), 0x0895_0D07);
+        // zlib.crc32(b"c\x1f\xe4\xbd\xa0\xe5\xa5\xbd") in Python: a multi-byte gram.
+        assert_eq!(hash_gram(b"c", "你好".as_bytes()), 0x4BB0_8DF4);
     }
 
     #[test]
@@ -401,7 +455,10 @@ mod tests {
     fn negated_lexicon_tokens_add_negation_ids() {
         let with = Featurizer::new(DEFAULT_BITS, [("good".to_string(), 2)]).unwrap();
         let mask = (1 << DEFAULT_BITS) - 1;
-        let negated = [hash_gram(b"n", b"2") & mask, hash_gram(b"n", b"good") & mask];
+        let negated = [
+            hash_gram(b"n", b"2") & mask,
+            hash_gram(b"n", b"good") & mask,
+        ];
         let has_negation = |text: &str| {
             let ids = with.featurize(text);
             let found = negated.iter().filter(|id| ids.contains(id)).count();
