@@ -102,22 +102,22 @@ impl DurableSink for JournalSink {
         if self.closed.get() {
             return Err(SinkError::Closed);
         }
-        let owned = kefu_journal::AppendRecord {
-            conv: i64::try_from(record.conv).map_err(|_| SinkError::Closed)?,
-            sender_id: record.sender_id.to_owned(),
-            sender_role: match record.sender_role {
-                Role::Visitor => kefu_journal::Role::Visitor,
-                Role::Agent => kefu_journal::Role::Agent,
-                Role::Admin => kefu_journal::Role::Admin,
-            },
-            sender_name: record.sender_name.map(str::to_owned),
-            cmid: record.cmid.to_owned(),
-            kind: record.kind.name().to_owned(),
-            text: record.text.to_owned(),
-            meta: record.meta_json.unwrap_or("{}").to_owned(),
-            ts: None, // the commit's time, as every other stored message
-            token: record.token,
+        let role = match record.sender_role {
+            Role::Visitor => kefu_journal::Role::Visitor,
+            Role::Agent => kefu_journal::Role::Agent,
+            Role::Admin => kefu_journal::Role::Admin,
         };
+        let texts = kefu_journal::RecordTexts {
+            sender_id: record.sender_id,
+            sender_name: record.sender_name,
+            cmid: record.cmid,
+            kind: record.kind.name(),
+            text: record.text,
+            meta: record.meta_json.unwrap_or("{}"),
+        };
+        let conv = i64::try_from(record.conv).map_err(|_| SinkError::Closed)?;
+        // ts None: the commit's time, as every other stored message.
+        let owned = kefu_journal::AppendRecord::new(conv, role, texts, None, record.token);
         self.journal
             .submit_to(owned, &self.completions)
             .map_err(|error| match error {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use kefu_journal::closed_loop::closed_loop;
 use kefu_journal::{
-    AppendError, AppendRecord, BatchStat, Journal as Kernel, JournalConfig, Outcome, Role,
-    SubmitError, Synchronous,
+    AppendError, AppendRecord, BatchStat, Journal as Kernel, JournalConfig, Outcome, RecordTexts,
+    Role, SubmitError, Synchronous,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyOSError, PyValueError};
@@ -145,18 +145,15 @@ impl PyJournal {
     ) -> PyResult<()> {
         let sender_role = Role::parse(sender_role)
             .ok_or_else(|| PyValueError::new_err(format!("unknown sender role {sender_role:?}")))?;
-        let record = AppendRecord {
-            conv,
-            sender_id,
-            sender_role,
-            sender_name,
-            cmid,
-            kind,
-            text,
-            meta,
-            ts,
-            token,
+        let texts = RecordTexts {
+            sender_id: &sender_id,
+            sender_name: sender_name.as_deref(),
+            cmid: &cmid,
+            kind: &kind,
+            text: &text,
+            meta: &meta,
         };
+        let record = AppendRecord::new(conv, sender_role, texts, ts, token);
         match self.kernel.submit(record) {
             Ok(()) => Ok(()),
             Err(SubmitError::Full(_)) => Err(JournalFull::new_err(

@@ -61,7 +61,9 @@ impl ShmRing {
     /// Maps a ring another process created, from an inherited fd (which stays the caller's).
     #[staticmethod]
     fn open(fd: i32) -> PyResult<Self> {
-        SharedRing::open(fd).map(Self::wrap).map_err(|error| PyOSError::new_err(error.to_string()))
+        SharedRing::open(fd)
+            .map(Self::wrap)
+            .map_err(|error| PyOSError::new_err(error.to_string()))
     }
 
     #[getter]
@@ -152,7 +154,11 @@ impl ShmRing {
         }
         let timeout = Duration::from_secs_f64(timeout.min(MAX_WAIT.as_secs_f64()));
         // The watch is locked only to read the budget: `drain` must never wait behind a sleeper.
-        let budget = self.watch.lock().unwrap_or_else(PoisonError::into_inner).sleep_budget(timeout);
+        let budget = self
+            .watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sleep_budget(timeout);
         py.detach(|| wait_for_record(self.shared.ring(), budget));
         Ok(())
     }

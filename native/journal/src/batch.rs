@@ -93,13 +93,16 @@ fn load_conversation(conn: &Connection, conv: i64) -> rusqlite::Result<Option<Co
 
 fn original(conn: &Connection, record: &AppendRecord) -> rusqlite::Result<Option<Appended>> {
     conn.prepare_cached(SELECT_ORIGINAL)?
-        .query_row(params![record.conv, record.sender_id, record.cmid], |row| {
-            Ok(Appended {
-                seq: row.get(0)?,
-                ts: row.get(1)?,
-                duplicate: true,
-            })
-        })
+        .query_row(
+            params![record.conv, record.sender_id(), record.cmid()],
+            |row| {
+                Ok(Appended {
+                    seq: row.get(0)?,
+                    ts: row.get(1)?,
+                    duplicate: true,
+                })
+            },
+        )
         .optional()
 }
 
@@ -119,13 +122,13 @@ fn append_to(
     let inserted = conn.prepare_cached(INSERT_MESSAGE)?.execute(params![
         record.conv,
         seq,
-        record.cmid,
-        record.sender_id,
+        record.cmid(),
+        record.sender_id(),
         record.sender_role.as_str(),
-        record.sender_name,
-        record.text,
-        record.kind,
-        record.meta,
+        record.sender_name(),
+        record.text(),
+        record.kind(),
+        record.meta(),
         ts,
     ])?;
     if inserted == 1 {
@@ -219,13 +222,13 @@ fn append_sorted(
                 let first = row * MESSAGE_COLUMNS + 1;
                 statement.bind_i64(first, *conv)?;
                 statement.bind_i64(first + 1, *seq)?;
-                statement.bind_text(first + 2, &record.cmid)?;
-                statement.bind_text(first + 3, &record.sender_id)?;
+                statement.bind_text(first + 2, record.cmid())?;
+                statement.bind_text(first + 3, record.sender_id())?;
                 statement.bind_text(first + 4, record.sender_role.as_str())?;
-                statement.bind_optional_text(first + 5, record.sender_name.as_deref())?;
-                statement.bind_text(first + 6, &record.text)?;
-                statement.bind_text(first + 7, &record.kind)?;
-                statement.bind_text(first + 8, &record.meta)?;
+                statement.bind_optional_text(first + 5, record.sender_name())?;
+                statement.bind_text(first + 6, record.text())?;
+                statement.bind_text(first + 7, record.kind())?;
+                statement.bind_text(first + 8, record.meta())?;
                 statement.bind_f64(first + 9, record.ts.unwrap_or(now))?;
             }
             // `records` outlives this call: the statically bound texts stay valid through it.

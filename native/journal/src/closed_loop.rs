@@ -11,7 +11,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::{AppendRecord, Journal, Role, SubmitError};
+use crate::{AppendRecord, Journal, RecordTexts, Role, SubmitError};
 
 /// What one run measured (only what happened inside the measured window counts).
 #[derive(Clone, Debug, PartialEq)]
@@ -73,18 +73,16 @@ pub fn closed_loop(
         let (conv, sender_id) = &conversations[appender % conversations.len()];
         sent[appender] += 1;
         started[appender] = Instant::now();
-        let record = AppendRecord {
-            conv: *conv,
-            sender_id: sender_id.as_str().to_owned(),
-            sender_role: Role::Visitor,
+        let cmid = format!("w{appender}-{}", sent[appender]);
+        let texts = RecordTexts {
+            sender_id,
             sender_name: None,
-            cmid: format!("w{appender}-{}", sent[appender]),
-            kind: "text".to_owned(),
-            text: TEXT.to_owned(),
-            meta: "{}".to_owned(),
-            ts: None,
-            token: appender as u64,
+            cmid: &cmid,
+            kind: "text",
+            text: TEXT,
+            meta: "{}",
         };
+        let record = AppendRecord::new(*conv, Role::Visitor, texts, None, appender as u64);
         journal.submit_to(record, &sink).map_err(|error| {
             let why = match error {
                 SubmitError::Full(_) => "journal full: more appenders than max_pending",

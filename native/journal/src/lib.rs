@@ -77,28 +77,122 @@ impl Role {
 
 /// One message to store. The fields become the `messages` row as they are (no re-encoding): `meta`
 /// is already-encoded JSON text. The caller has validated the values (UTF-8 without U+0000).
+///
+/// The six texts live in one buffer: one allocation per record where the caller builds it (the
+/// event loop) and one free where the journal thread drops it, instead of six of each.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AppendRecord {
     /// Conversation id.
     pub conv: i64,
-    /// The sender's participant id (`v_…`, `a_…`).
-    pub sender_id: String,
     /// The sender's role.
     pub sender_role: Role,
-    /// The sender's display name, if any.
-    pub sender_name: Option<String>,
-    /// The client's idempotency key, unique per (conv, sender).
-    pub cmid: String,
-    /// `text`, `image`, `file`.
-    pub kind: String,
-    /// The message body.
-    pub text: String,
-    /// JSON object text (`{}` when empty).
-    pub meta: String,
     /// Unix seconds to store; `None`: the time the batch is written (what `ts` means everywhere).
     pub ts: Option<f64>,
     /// Opaque to the journal; comes back in the [`Outcome`] so the caller knows whom to answer.
     pub token: u64,
+    texts: Box<str>,
+    /// Where each text of [`RecordTexts`] ends in `texts`, in field order.
+    ends: [usize; 6],
+    has_name: bool,
+}
+
+/// The texts of an [`AppendRecord`], borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordTexts<'a> {
+    /// The sender's participant id (`v_…`, `a_…`).
+    pub sender_id: &'a str,
+    /// The sender's display name, if any.
+    pub sender_name: Option<&'a str>,
+    /// The client's idempotency key, unique per (conv, sender).
+    pub cmid: &'a str,
+    /// `text`, `image`, `file`.
+    pub kind: &'a str,
+    /// The message body.
+    pub text: &'a str,
+    /// JSON object text (`{}` when empty).
+    pub meta: &'a str,
+}
+
+impl AppendRecord {
+    /// Copies `texts` into one buffer.
+    pub fn new(
+        conv: i64,
+        sender_role: Role,
+        texts: RecordTexts<'_>,
+        ts: Option<f64>,
+        token: u64,
+    ) -> Self {
+        let parts = [
+            texts.sender_id,
+            texts.sender_name.unwrap_or(""),
+            texts.cmid,
+            texts.kind,
+            texts.text,
+            texts.meta,
+        ];
+        let mut buffer = String::with_capacity(parts.iter().map(|part| part.len()).sum());
+        let mut ends = [0; 6];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            buffer.push_str(part);
+            *end = buffer.len();
+        }
+        Self {
+            conv,
+            sender_role,
+            ts,
+            token,
+            texts: buffer.into_boxed_str(),
+            ends,
+            has_name: texts.sender_name.is_some(),
+        }
+    }
+
+    fn part(&self, index: usize) -> &str {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        &self.texts[start..self.ends[index]]
+    }
+
+    /// All texts, borrowed (e.g. to build a changed copy with [`Self::new`]).
+    pub fn texts(&self) -> RecordTexts<'_> {
+        RecordTexts {
+            sender_id: self.sender_id(),
+            sender_name: self.sender_name(),
+            cmid: self.cmid(),
+            kind: self.kind(),
+            text: self.text(),
+            meta: self.meta(),
+        }
+    }
+
+    /// The sender's participant id.
+    pub fn sender_id(&self) -> &str {
+        self.part(0)
+    }
+
+    /// The sender's display name, if any.
+    pub fn sender_name(&self) -> Option<&str> {
+        self.has_name.then(|| self.part(1))
+    }
+
+    /// The client's idempotency key.
+    pub fn cmid(&self) -> &str {
+        self.part(2)
+    }
+
+    /// `text`, `image`, `file`.
+    pub fn kind(&self) -> &str {
+        self.part(3)
+    }
+
+    /// The message body.
+    pub fn text(&self) -> &str {
+        self.part(4)
+    }
+
+    /// JSON object text.
+    pub fn meta(&self) -> &str {
+        self.part(5)
+    }
 }
 
 /// A stored message: its seq and ts, or the original ones when it was a retry.
@@ -620,5 +714,36 @@ fn publish(batch: impl Iterator<Item = Pending>, results: Vec<Result<Appended, A
     }
     for (sink, outcomes) in by_sink {
         sink.publish(outcomes);
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn a_record_gives_back_its_texts_from_one_buffer() {
+        let texts = RecordTexts {
+            sender_id: "v_1",
+            sender_name: Some(""),
+            cmid: "c-1",
+            kind: "text",
+            text: "你好",
+            meta: "{}",
+        };
+        let record = AppendRecord::new(7, Role::Visitor, texts, Some(1.5), 9);
+        assert_eq!(record.texts(), texts);
+        assert_eq!(
+            record.sender_name(),
+            Some(""),
+            "an empty name is still a name"
+        );
+        let anonymous = RecordTexts {
+            sender_name: None,
+            text: "",
+            ..texts
+        };
+        let record = AppendRecord::new(7, Role::Visitor, anonymous, None, 9);
+        assert_eq!(record.texts(), anonymous);
     }
 }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use common::{collect, create_database, last_seq, record, stored, TempDir};
-use kefu_journal::{AppendError, Journal, JournalConfig, Outcome, SubmitError};
+use kefu_journal::{
+    AppendError, AppendRecord, Journal, JournalConfig, Outcome, RecordTexts, Role, SubmitError,
+};
 
 fn open(path: &std::path::Path) -> Journal {
     Journal::open(path, JournalConfig::default()).unwrap()
@@ -72,8 +74,17 @@ fn retried_cmid_gets_its_original_seq_and_takes_none() {
     journal.submit(record(1, "a", 2)).unwrap();
     journal.submit(record(1, "b", 3)).unwrap();
     journal.submit(record(1, "b", 4)).unwrap();
-    let mut other_sender = record(1, "a", 5);
-    other_sender.sender_id = "a_agent".into();
+    let same_cmid = record(1, "a", 5);
+    let other_sender = AppendRecord::new(
+        1,
+        Role::Visitor,
+        RecordTexts {
+            sender_id: "a_agent",
+            ..same_cmid.texts()
+        },
+        None,
+        5,
+    );
     journal.submit(other_sender).unwrap();
     lock.release();
     let outcomes = by_token(collect(&journal, 4));
@@ -166,7 +177,7 @@ fn in_flight_limit_refuses_instead_of_buffering_and_close_refuses_all() {
             .unwrap();
     }
     assert!(
-        matches!(journal.submit(record(1, "m4", 4)), Err(SubmitError::Full(r)) if r.cmid == "m4")
+        matches!(journal.submit(record(1, "m4", 4)), Err(SubmitError::Full(r)) if r.cmid() == "m4")
     );
     lock.release();
     let outcomes = collect(&journal, 4);
@@ -240,9 +251,16 @@ fn disk_full_fails_only_what_did_not_fit() {
     let lock = Arc::clone(journal.write_lock());
     lock.acquire();
     for token in 0..60 {
-        let mut big = record(1, &format!("m{token}"), token);
-        big.text = "x".repeat(2000);
-        journal.submit(big).unwrap();
+        let cmid = format!("m{token}");
+        let text = "x".repeat(2000);
+        let small = record(1, &cmid, token);
+        let big = RecordTexts {
+            text: &text,
+            ..small.texts()
+        };
+        journal
+            .submit(AppendRecord::new(1, Role::Visitor, big, None, token))
+            .unwrap();
     }
     lock.release();
     let outcomes = by_token(collect(&journal, 60));

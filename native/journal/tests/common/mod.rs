@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kefu_journal::{AppendRecord, Journal, Outcome, Role};
+use kefu_journal::{AppendRecord, Journal, Outcome, RecordTexts, Role};
 use rusqlite::Connection;
 
 pub const SCHEMA: &str = "
@@ -52,18 +52,17 @@ pub fn create_database(path: &Path, conversations: i64) {
 }
 
 pub fn record(conv: i64, cmid: &str, token: u64) -> AppendRecord {
-    AppendRecord {
-        conv,
-        sender_id: format!("v_{conv}"),
-        sender_role: Role::Visitor,
+    let sender_id = format!("v_{conv}");
+    let text = format!("text of {cmid}");
+    let texts = RecordTexts {
+        sender_id: &sender_id,
         sender_name: None,
-        cmid: cmid.to_owned(),
-        kind: "text".to_owned(),
-        text: format!("text of {cmid}"),
-        meta: "{}".to_owned(),
-        ts: None,
-        token,
-    }
+        cmid,
+        kind: "text",
+        text: &text,
+        meta: "{}",
+    };
+    AppendRecord::new(conv, Role::Visitor, texts, None, token)
 }
 
 /// Waits (polling the eventfd with poll(2)) until `count` outcomes arrived; panics after 30 s.
