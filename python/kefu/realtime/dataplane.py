@@ -89,6 +89,9 @@ class NativeDataPlane:
                 compiled.detach_dataplane()
             self._attached = False
         self.plane.close()
+        marks = self.plane.take_read_marks()  # raised by the last frames: stored with the rest
+        if marks:
+            self.on_read_marks(marks)
         if self._journal_fd is not None:
             fd = self._journal_fd
             asyncio.get_running_loop().remove_reader(fd)
