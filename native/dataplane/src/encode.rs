@@ -184,7 +184,7 @@ pub fn msg(
     if let Some((_, meta_json)) = message.meta {
         json.key("meta").raw(meta_json);
     }
-    let binary = if binary {
+    both_formats(json, binary, || {
         let fields = 5 + usize::from(message.meta.is_some());
         let mut encoder =
             FrameEncoder::new(FrameType::Msg, message.conv, message.seq, fields, limits)?;
@@ -201,13 +201,7 @@ pub fn msg(
             encoder.str("meta")?;
             write_value(&mut encoder, &Value::Object(meta.clone()), 2)?;
         }
-        Some(with_headroom(&encoder.finish()))
-    } else {
-        None
-    };
-    Ok(Encoded {
-        json: json.finish(),
-        binary,
+        Ok(encoder.finish())
     })
 }
 
@@ -281,18 +275,12 @@ pub fn typing(
         .bool(on)
         .key("from")
         .from(sender);
-    let binary = if binary {
+    both_formats(json, binary, || {
         let mut encoder = FrameEncoder::new(FrameType::Typing, conv, 0, 2, limits)?;
         encoder.str("on")?;
         encoder.bool(on)?;
         write_from(&mut encoder, sender)?;
-        Some(with_headroom(&encoder.finish()))
-    } else {
-        None
-    };
-    Ok(Encoded {
-        json: json.finish(),
-        binary,
+        Ok(encoder.finish())
     })
 }
 
@@ -311,10 +299,22 @@ pub fn read(
         .u64(seq)
         .key("from")
         .from(sender);
-    let binary = if binary {
+    both_formats(json, binary, || {
         let mut encoder = FrameEncoder::new(FrameType::Read, conv, seq, 1, limits)?;
         write_from(&mut encoder, sender)?;
-        Some(with_headroom(&encoder.finish()))
+        Ok(encoder.finish())
+    })
+}
+
+/// The frame as `json`, plus the binary frame `write_binary` makes, only when a target speaks
+/// `kefu.bin.v1` (`binary`); each after its headroom.
+fn both_formats(
+    json: Json,
+    binary: bool,
+    write_binary: impl FnOnce() -> Result<Vec<u8>, FrameError>,
+) -> Result<Encoded, FrameError> {
+    let binary = if binary {
+        Some(with_headroom(&write_binary()?))
     } else {
         None
     };
