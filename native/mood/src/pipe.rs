@@ -108,6 +108,8 @@ impl MoodPipe {
         let sender = lock(&self.sender);
         let sent = match sender.as_ref() {
             Some(sender) => {
+                // Counted before the send: the thread may finish the batch before try_send returns,
+                // and `backlog` (submitted − done) must never see done run ahead.
                 self.shared.submitted.fetch_add(1, Ordering::SeqCst);
                 match sender.try_send(batch) {
                     Ok(()) => true,
