@@ -262,6 +262,16 @@ async def drive_journal(journal: Journal, conversations: list[tuple[int, str]], 
     return result
 
 
+async def new_database(path: Path, *, seeded: bool = True) -> list[tuple[int, str]]:
+    """A database file with Kefu's schema and, when `seeded`, the bench's conversations (returned)."""
+    storage = SqliteStorage(path)
+    await storage.open()
+    try:
+        return await seed(storage) if seeded else []
+    finally:
+        await storage.close()
+
+
 def seed_many(path: Path, count: int) -> list[tuple[int, str]]:
     """`count` open conversations, one visitor each, written straight into a migrated database (the
     storage API would take a round trip per row, which is not what is measured here)."""
@@ -311,9 +321,7 @@ async def bench_journal_native(synchronous: str, seconds: float, workdir: Path) 
         results.append(await run_native(path, synchronous, [], concurrency, seconds,
                                         f"SQLite {synchronous}, native journal fed from Rust"))
     path = workdir / f"bench-native-spread-{synchronous}.db"
-    storage = SqliteStorage(path)  # creates the schema
-    await storage.open()
-    await storage.close()
+    await new_database(path, seeded=False)
     conversations = seed_many(path, SPREAD_CONVERSATIONS)
     results.append(await run_native(
         path, synchronous, conversations, SPREAD_CONVERSATIONS, seconds,
@@ -325,10 +333,7 @@ async def bench_journal(synchronous: str, seconds: float, workdir: Path) -> list
     results = []
     for concurrency in JOURNAL_CONCURRENCY_LEVELS:
         path = workdir / f"bench-journal-{synchronous}-{concurrency}.db"
-        storage = SqliteStorage(path)  # creates the schema and the rows to write into
-        await storage.open()
-        conversations = await seed(storage)
-        await storage.close()
+        conversations = await new_database(path)
         journal = Journal(path, synchronous)
         try:
             results.append(await drive_journal(journal, conversations, concurrency, seconds,
@@ -342,10 +347,7 @@ async def bench_python_writer(seconds: float, workdir: Path) -> list[Measurement
     results = []
     for concurrency in (64, 1024):
         path = workdir / f"bench-python-writer-{concurrency}.db"
-        storage = SqliteStorage(path)
-        await storage.open()
-        conversations = await seed(storage)
-        await storage.close()
+        conversations = await new_database(path)
         writer = PythonGroupCommit(path, "FULL")
         try:
             results.append(await drive(writer.append, conversations, concurrency, seconds,

@@ -248,14 +248,9 @@ async def test_sends_are_stored_through_the_native_journal(tmp_path: Path) -> No
     storage = SqliteStorage(tmp_path / "kefu.db")
     await storage.open()
     try:
-        site = await storage.create_site("shop", ())
-        visitor = await storage.upsert_visitor(site.id, None, name="Ann", lang=None, geo=None, tags=())
-        conv, _ = await storage.open_conversation(site.id, visitor.id)
-        plane = compiled.DataPlane(max_text_bytes=8192, max_cmid_len=64, typing_interval_s=1.0)
-        fd = plane.use_journal(storage.journal)
-        plane.connection(VISITOR, visitor.id, "visitor", "Ann", False)
-        plane.conversation(conv.id, "queued", None, 0)
-        plane.grant(VISITOR, conv.id)
+        from journal_plane import plane_on_journal
+
+        plane, fd, conv, _visitor = await plane_on_journal(storage)
         for cmid in ("m1", "m2", "m1"):
             frame = {"t": "send", "conv": conv.id, "cmid": cmid, "text": f"text {cmid}", "meta": {"n": 1}}
             assert plane.handle(VISITOR, json.dumps(frame).encode(), False, 1.0, 1.0)

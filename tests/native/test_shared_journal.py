@@ -13,11 +13,10 @@ import json
 import select
 from pathlib import Path
 
+from journal_plane import VISITOR, plane_on_journal
 from kefu import compiled
 from kefu.storage.base import NewMessage
 from kefu.storage.sqlite import SqliteStorage
-
-VISITOR = 0
 
 
 def journal_threads() -> int:
@@ -52,16 +51,9 @@ async def test_data_plane_and_storage_share_one_journal_and_get_their_own_outcom
     storage = SqliteStorage(tmp_path / "kefu.db")
     await storage.open()
     try:
-        site = await storage.create_site("shop", ())
-        visitor = await storage.upsert_visitor(site.id, None, name="Ann", lang=None, geo=None, tags=())
-        conv, _ = await storage.open_conversation(site.id, visitor.id)
         threads_before = journal_threads()
-        plane = compiled.DataPlane(max_text_bytes=8192, max_cmid_len=64, typing_interval_s=1.0)
-        fd = plane.use_journal(storage.journal)
+        plane, fd, conv, visitor = await plane_on_journal(storage)
         assert journal_threads() == threads_before == 1, "one journal thread writes the file"
-        plane.connection(VISITOR, visitor.id, "visitor", "Ann", False)
-        plane.conversation(conv.id, "queued", None, 0)
-        plane.grant(VISITOR, conv.id)
 
         # Interleave both submitters while the journal waits, so their records share batches.
         storage.journal.acquire_write_lock()
@@ -112,15 +104,8 @@ async def test_storage_metrics_count_batches_only_the_data_plane_wrote(tmp_path:
     observed: list[tuple[int, float]] = []
     await storage.open()
     try:
-        site = await storage.create_site("shop", ())
-        visitor = await storage.upsert_visitor(site.id, None, name=None, lang=None, geo=None, tags=())
-        conv, _ = await storage.open_conversation(site.id, visitor.id)
+        plane, fd, conv, _visitor = await plane_on_journal(storage, name=None)
         storage.commit_observer = lambda records, seconds: observed.append((records, seconds))
-        plane = compiled.DataPlane(max_text_bytes=8192, max_cmid_len=64, typing_interval_s=1.0)
-        fd = plane.use_journal(storage.journal)
-        plane.connection(VISITOR, visitor.id, "visitor", None, False)
-        plane.conversation(conv.id, "queued", None, 0)
-        plane.grant(VISITOR, conv.id)
         storage.journal.acquire_write_lock()
         try:
             for n in range(30):

@@ -57,6 +57,17 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return Backend("postgres", lambda **options: PostgresStorage(dsn, **options))
 
 
+@pytest.fixture()
+async def pg_store(pg_schema_dsn: str) -> AsyncIterator[PostgresStorage]:
+    """An open PostgresStorage on a fresh schema, for the PostgreSQL-only tests."""
+    store = PostgresStorage(pg_schema_dsn)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 @pytest.fixture
 async def storage(backend: Backend) -> AsyncIterator[Storage]:
     store = backend.make()
@@ -210,27 +221,22 @@ async def test_unstorable_text_is_refused_as_bad_input_without_failing_others(st
 
 
 async def test_postgres_message_the_database_refuses_fails_alone(
-    pg_schema_dsn: str, monkeypatch: pytest.MonkeyPatch
+    pg_store: PostgresStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If PostgreSQL refuses one message of a batch, the others are still stored (one per transaction)."""
-    store = PostgresStorage(pg_schema_dsn)
-    await store.open()
-    try:
-        (conv,) = await make_conversations(store, 1)
-        vetted = _common.check_storable_message
+    (conv,) = await make_conversations(pg_store, 1)
+    vetted = _common.check_storable_message
 
-        def let_invalid_json_through(msg: NewMessage) -> str:  # what the real check would stop
-            return "{not json" if msg.cmid == "refused" else vetted(msg)
+    def let_invalid_json_through(msg: NewMessage) -> str:  # what the real check would stop
+        return "{not json" if msg.cmid == "refused" else vetted(msg)
 
-        monkeypatch.setattr(_common, "check_storable_message", let_invalid_json_through)
-        sends = [message(conv, f"m{i}") for i in range(6)]
-        sends.insert(3, message(conv, "refused"))
-        results = await asyncio.gather(*(store.append_message(m) for m in sends), return_exceptions=True)
-        assert isinstance(results[3], StorageError)
-        assert [r.seq for i, r in enumerate(results) if i != 3] == [1, 2, 3, 4, 5, 6]
-        assert [m.seq for m in await store.messages_after(conv.id, 0, 10)] == [1, 2, 3, 4, 5, 6]
-    finally:
-        await store.close()
+    monkeypatch.setattr(_common, "check_storable_message", let_invalid_json_through)
+    sends = [message(conv, f"m{i}") for i in range(6)]
+    sends.insert(3, message(conv, "refused"))
+    results = await asyncio.gather(*(pg_store.append_message(m) for m in sends), return_exceptions=True)
+    assert isinstance(results[3], StorageError)
+    assert [r.seq for i, r in enumerate(results) if i != 3] == [1, 2, 3, 4, 5, 6]
+    assert [m.seq for m in await pg_store.messages_after(conv.id, 0, 10)] == [1, 2, 3, 4, 5, 6]
 
 
 async def test_a_closed_conversation_refuses_new_messages_but_answers_retries(storage: Storage) -> None:
@@ -292,32 +298,27 @@ async def test_append_records_stores_a_data_plane_batch_with_the_message_rules(s
 
 
 async def test_postgres_append_records_is_one_round_trip_and_a_refused_record_fails_alone(
-    pg_schema_dsn: str, monkeypatch: pytest.MonkeyPatch
+    pg_store: PostgresStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = PostgresStorage(pg_schema_dsn)
-    await store.open()
-    try:
-        (conv,) = await make_conversations(store, 1)
-        calls = []
-        run = store._run
+    (conv,) = await make_conversations(pg_store, 1)
+    calls = []
+    run = pg_store._run
 
-        async def counting_run(fn):  # type: ignore[no-untyped-def]
-            calls.append(fn)
-            return await run(fn)
+    async def counting_run(fn):  # type: ignore[no-untyped-def]
+        calls.append(fn)
+        return await run(fn)
 
-        monkeypatch.setattr(store, "_run", counting_run)
-        outcomes = await store.append_records([record(n, conv.id, conv.visitor_id, f"m{n}") for n in range(50)])
-        assert len(calls) == 1, "one database call for the whole batch"
-        assert [(o[2], o[4]) for o in outcomes] == [(n + 1, "created") for n in range(50)]
-        # Invalid JSON in meta (the data plane never sends it) is refused by PostgreSQL for that record only.
-        batch = [record(100 + n, conv.id, conv.visitor_id, f"r{n}") for n in range(4)]
-        batch[2] = record(102, conv.id, conv.visitor_id, "refused", meta_json="{not json")
-        outcomes = await store.append_records(batch)
-        assert [(o[0], o[2], o[4]) for o in outcomes] == [(100, 51, "created"), (101, 52, "created"),
-                                                           (102, 0, "failed"), (103, 53, "created")]
-        assert [m.seq for m in await store.messages_after(conv.id, 50, 10)] == [51, 52, 53]
-    finally:
-        await store.close()
+    monkeypatch.setattr(pg_store, "_run", counting_run)
+    outcomes = await pg_store.append_records([record(n, conv.id, conv.visitor_id, f"m{n}") for n in range(50)])
+    assert len(calls) == 1, "one database call for the whole batch"
+    assert [(o[2], o[4]) for o in outcomes] == [(n + 1, "created") for n in range(50)]
+    # Invalid JSON in meta (the data plane never sends it) is refused by PostgreSQL for that record only.
+    batch = [record(100 + n, conv.id, conv.visitor_id, f"r{n}") for n in range(4)]
+    batch[2] = record(102, conv.id, conv.visitor_id, "refused", meta_json="{not json")
+    outcomes = await pg_store.append_records(batch)
+    assert [(o[0], o[2], o[4]) for o in outcomes] == [(100, 51, "created"), (101, 52, "created"),
+                                                       (102, 0, "failed"), (103, 53, "created")]
+    assert [m.seq for m in await pg_store.messages_after(conv.id, 50, 10)] == [51, 52, 53]
 
 
 # --- conversations -------------------------------------------------------------------------------
