@@ -169,11 +169,12 @@ class Hub:
             metrics.delivery_latency.native = partial(self._native_latency, "fanout")
         # Visitors' moods (kefu.realtime.mood): natively beside the native data plane, else the reference.
         self.moods: Moods | None = None
-        if sentiment is not None:
-            engine = NativeMoods if self.native is not None else PythonMoods
-            self.moods = engine(sentiment, router, metrics, self._apply_soon)
-            if isinstance(self.moods, NativeMoods) and self.native is not None:
-                self.native.use_mood(self.moods.pipe)
+        if sentiment is not None and self.native is not None:
+            native_moods = NativeMoods(sentiment, router, metrics, self._apply_soon)
+            self.native.use_mood(native_moods.pipe)
+            self.moods = native_moods
+        elif sentiment is not None:
+            self.moods = PythonMoods(sentiment, router, metrics, self._apply_soon)
         self._handlers: dict[str, Callable[[compiled.Connection, Principal, dict[str, Any]], Any]] = {
             "hello": self._on_hello, "open": self._on_open, "send": self._on_send,
             "typing": self._on_typing, "read": self._on_read, "accept": self._on_accept,

@@ -80,17 +80,6 @@ class MoodScorer:
         self._wakeup.set()
         return True
 
-    def submit_many(self, messages: list[tuple[int, str]]) -> int:
-        """Queue a batch of (conv_id, text) at once (the native data plane's per-batch hand-over);
-        returns how many were queued, the rest are counted as dropped."""
-        room = max(0, self._max_pending - len(self._pending))
-        taken = messages[:room]
-        self.dropped += len(messages) - len(taken)
-        if taken:
-            self._pending.extend(taken)
-            self._wakeup.set()
-        return len(taken)
-
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -148,9 +137,6 @@ class PythonMoods:
 
     def submit(self, conv_id: int, text: str) -> None:
         self._scorer.submit(conv_id, text)
-
-    def submit_many(self, messages: list[tuple[int, str]]) -> None:
-        self._scorer.submit_many(messages)
 
     def watch(self, conv_id: int) -> None:
         pass  # every scored message reaches the router anyway

@@ -153,6 +153,11 @@ def clamp_limit(limit: int, upper: int) -> int:
     return max(0, min(int(limit), upper))
 
 
+def clamp_seq(seq: int) -> int:
+    """A client's seq as the databases can compare it (a hostile 2^70 or -4 must not fail the query)."""
+    return clamp_limit(seq, MAX_ID)
+
+
 def storage_error(exc: BaseException) -> StorageError:
     """Wrap a driver error for the caller (each caller gets its own instance, never a shared one)."""
     return StorageError(f"{type(exc).__name__}: {exc}")

@@ -309,14 +309,10 @@ class Storage(abc.ABC):
     async def set_read_mark(self, conv_id: int, participant_id: str, seq: int) -> int:
         """Raise the participant's read watermark to max(current, seq); returns the new watermark."""
 
+    @abc.abstractmethod
     async def set_read_marks(self, marks: Sequence[tuple[int, str, int]]) -> None:
-        """`set_read_mark` for each (conv, participant, seq), in one write where the backend can;
-        conversations that no longer exist are skipped (the data plane's write-behind batch)."""
-        for conv_id, participant_id, seq in marks:
-            try:
-                await self.set_read_mark(conv_id, participant_id, seq)
-            except NotFound:
-                pass
+        """`set_read_mark` for each (conv, participant, seq) in one write; conversations that no
+        longer exist are skipped (the data plane's write-behind batch)."""
 
     # --- routing audit -----------------------------------------------------------------------------
     @abc.abstractmethod

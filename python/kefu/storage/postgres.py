@@ -716,13 +716,13 @@ class PostgresStorage(Storage):
     async def set_read_mark(self, conv_id: int, participant_id: str, seq: int) -> int:
         """The mark never passes the conversation's last seq (a hostile client cannot park it at 2^53)."""
         value = await self._run(lambda conn: conn.fetchval(
-            _RAISE_READ_MARK + " RETURNING seq", conv_id, participant_id, max(0, min(int(seq), c.MAX_ID))))
+            _RAISE_READ_MARK + " RETURNING seq", conv_id, participant_id, c.clamp_seq(seq)))
         if value is None:
             raise NotFound(f"conversation {conv_id}")
         return value
 
     async def set_read_marks(self, marks: Sequence[tuple[int, str, int]]) -> None:
-        rows = [(conv_id, participant_id, max(0, min(int(seq), c.MAX_ID))) for conv_id, participant_id, seq in marks]
+        rows = [(conv_id, participant_id, c.clamp_seq(seq)) for conv_id, participant_id, seq in marks]
         await self._run(lambda conn: conn.executemany(_RAISE_READ_MARK, rows))
 
     # --- routing audit -----------------------------------------------------------------------------

@@ -823,7 +823,7 @@ class SqliteStorage(Storage):
 
         def raise_mark(cur: sqlite3.Cursor) -> int:
             row = cur.execute(_RAISE_READ_MARK + " RETURNING seq",
-                              (participant_id, max(0, min(int(seq), c.MAX_ID)), conv_id)).fetchone()
+                              (participant_id, c.clamp_seq(seq), conv_id)).fetchone()
             if row is None:
                 raise NotFound(f"conversation {conv_id}")
             return row[0]
@@ -831,7 +831,7 @@ class SqliteStorage(Storage):
         return await self._write(raise_mark)
 
     async def set_read_marks(self, marks: Sequence[tuple[int, str, int]]) -> None:
-        rows = [(participant_id, max(0, min(int(seq), c.MAX_ID)), conv_id) for conv_id, participant_id, seq in marks]
+        rows = [(participant_id, c.clamp_seq(seq), conv_id) for conv_id, participant_id, seq in marks]
 
         def raise_marks(cur: sqlite3.Cursor) -> None:
             cur.executemany(_RAISE_READ_MARK, rows)

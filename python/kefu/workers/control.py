@@ -140,9 +140,8 @@ class ControlPlane:
         # Data-plane slots of worker connections: dense, reused after a disconnect.
         self._free_slots: list[int] = []
         self._next_slot = 0
-        # Workers' own counters in /metrics: totals of gone incarnations, and the names seen so far.
+        # Workers' own counters in /metrics: the totals of worker incarnations that are gone.
         self._retired_counters: dict[str, int] = {}
-        self._counter_names: set[str] = set()
         hub.send_to_all = self.send_to_all  # the hub's one fan-out hook (Python path)
         self.native = hub.native
         if self.native is not None:
@@ -260,8 +259,7 @@ class ControlPlane:
                 self.hub.on_slow_consumer(slow)  # type: ignore[arg-type]
         elif kind == "counters":
             link.counters = record[3]
-            for name in link.counters.keys() - self._counter_names:
-                self._counter_names.add(name)
+            for name in link.counters:  # (re)registering a source is idempotent
                 self.hub.metrics.count_from(name, partial(self._worker_counter, name))
         elif kind == "up":
             link.send(wire.encode("sites", self.sites))

@@ -53,15 +53,3 @@ async def test_backlog_is_bounded_and_failures_do_not_stop_scoring() -> None:
     await scorer.stop()
     assert [t for _, t, _ in results] == ["a", "c"] and scorer.scored == 2
 
-
-async def test_submit_many_queues_a_batch_within_the_bound() -> None:
-    model = FakeModel()
-    results: list[tuple[int, str, float]] = []
-    scorer = MoodScorer(model, results.extend, max_pending=3, max_batch=8)
-    assert scorer.submit_many([(1, "a"), (2, "bb"), (3, "ccc"), (4, "dddd")]) == 3
-    assert scorer.dropped == 1
-    scorer.start()
-    while len(results) < 3:
-        await asyncio.sleep(0.01)
-    await scorer.stop()
-    assert [(c, t) for c, t, _ in results] == [(1, "a"), (2, "bb"), (3, "ccc")]
